@@ -1,0 +1,77 @@
+"""The challenge's architecture-list JSON: `{"archN": {"acc": float, "arch": CODE}, ...}`.
+
+Key order is the submission order, so it is kept; duplicate ids (which `json.load` would
+silently collapse) are an error.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+
+from .atomic import atomic_write_text
+from .errors import ArchListError
+
+
+@dataclass(frozen=True)
+class ArchEntry:
+    id: str
+    code: str
+    acc: float = 0.0
+
+
+def _pairs_no_duplicates(path):
+    def hook(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ArchListError(f"{path}: duplicate id {key!r}")
+            seen.add(key)
+        return dict(pairs)
+
+    return hook
+
+
+def loads_arch_list(text, source="<string>"):
+    try:
+        data = json.loads(text, object_pairs_hook=_pairs_no_duplicates(source))
+    except json.JSONDecodeError as e:
+        raise ArchListError(f"{source}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ArchListError(f"{source}: expected a JSON object of id -> {{'acc', 'arch'}}, got {type(data).__name__}")
+    entries = []
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            raise ArchListError(f"{source}: entry {key!r} is not an object")
+        if "arch" not in value:
+            raise ArchListError(f"{source}: entry {key!r} has no 'arch' key")
+        if not isinstance(value["arch"], str):
+            raise ArchListError(f"{source}: entry {key!r} has a non-string 'arch': {value['arch']!r}")
+        entries.append(ArchEntry(id=key, code=value["arch"], acc=value.get("acc", 0.0)))
+    return entries
+
+
+def read_arch_list(path):
+    """Entries of an architecture list, in file order. `acc` is kept as written (not checked)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ArchListError(f"{path}: no such file") from None
+    return loads_arch_list(text, source=str(path))
+
+
+def dumps_arch_list(entries):
+    data = {}
+    for e in entries:
+        if e.id in data:
+            raise ArchListError(f"duplicate id {e.id!r}")
+        acc = e.acc
+        if isinstance(acc, float) and not math.isfinite(acc):
+            raise ArchListError(f"entry {e.id!r}: acc {acc!r} is not finite")
+        data[e.id] = {"acc": acc, "arch": e.code}
+    return json.dumps(data) + "\n"
+
+
+def write_arch_list(path, entries):
+    """Write atomically (temp file + rename) so a crash never leaves half a file."""
+    atomic_write_text(path, dumps_arch_list(entries))

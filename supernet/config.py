@@ -1,0 +1,140 @@
+"""YAML configs with command-line overrides: one file per scenario, every flag a config key.
+
+A config is a nested mapping (sections `model`, `data`, `train`, `supernet`, `evaluate`, ...).
+Entry points declare their flags as `Flag(option, key, type, help)`; a flag given on the command
+line overrides the key, and `key=value` overrides reach any key. Paddle is not imported here.
+"""
+
+import argparse
+import copy
+import os
+from dataclasses import dataclass
+
+import yaml
+
+from encoding import KitError, NetSpec
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+class ConfigError(KitError):
+    """A config file or override is malformed or names an unknown key."""
+
+
+@dataclass(frozen=True)
+class Flag:
+    option: str  # e.g. "--batch_size"
+    key: str  # dotted config key, e.g. "train.batch_size"
+    type: object = str
+    help: str = ""
+    action: str = None  # "store_true" for switches
+
+
+def load_yaml(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level")
+    base = data.pop("base", None)
+    if base:  # a config may extend another one by relative path
+        parent = load_yaml(os.path.join(os.path.dirname(os.path.abspath(path)), base))
+        data = merge(parent, data)
+    return data
+
+
+def merge(base, override):
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def get(cfg, key, default=KeyError):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is KeyError:
+                raise ConfigError(f"config has no key {key!r}")
+            return default
+        node = node[part]
+    return node
+
+
+def set_key(cfg, key, value, must_exist=True):
+    parts = key.split(".")
+    node = cfg
+    for part in parts[:-1]:
+        if part not in node or not isinstance(node[part], dict):
+            if must_exist:
+                raise ConfigError(f"unknown config key {key!r} (no section {part!r})")
+            node[part] = {}
+        node = node[part]
+    if must_exist and parts[-1] not in node:
+        known = ", ".join(sorted(node)) if isinstance(node, dict) else ""
+        raise ConfigError(f"unknown config key {key!r}; keys here: {known}")
+    node[parts[-1]] = value
+
+
+def apply_overrides(cfg, overrides):
+    """Apply `a.b=value` strings; the value is parsed as YAML (so `3`, `0.1`, `[1,2]`, `null` work)."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or ():
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
+        set_key(cfg, key.strip(), value)
+    return cfg
+
+
+def add_flags(parser: argparse.ArgumentParser, flags):
+    """Add each flag with default None, so 'not given' is distinguishable from a value."""
+    for f in flags:
+        dest = "cfg__" + f.key.replace(".", "__")
+        if f.action == "store_true":
+            parser.add_argument(f.option, dest=dest, action="store_const", const=True, default=None, help=f.help)
+        else:
+            parser.add_argument(f.option, dest=dest, type=f.type, default=None,
+                                help=f"{f.help} [config: {f.key}]")
+
+
+def apply_flags(cfg, args, flags):
+    cfg = copy.deepcopy(cfg)
+    for f in flags:
+        value = getattr(args, "cfg__" + f.key.replace(".", "__"))
+        if value is not None:
+            set_key(cfg, f.key, value)
+    return cfg
+
+
+def resolve(path, args=None, flags=(), overrides=()):
+    """Load `path`, then apply flags, then `key=value` overrides (last wins)."""
+    cfg = load_yaml(path)
+    if args is not None:
+        cfg = apply_flags(cfg, args, flags)
+    return apply_overrides(cfg, overrides)
+
+
+def default_config(name):
+    return os.path.join(CONFIG_DIR, f"{name}.yaml")
+
+
+def net_spec(cfg) -> NetSpec:
+    return NetSpec.from_dict(get(cfg, "model"))
+
+
+def dump(cfg):
+    return yaml.safe_dump(cfg, sort_keys=False)
