@@ -6,8 +6,21 @@ import sys
 
 import numpy as np
 
-from . import DOCUMENTED, RELEASED, SPACES, ArchEntry, CodeError, KitError, NetSpec
-from . import costs, get_space, parse, read_arch_list, widths, write_arch_list
+from . import (
+    DOCUMENTED,
+    RELEASED,
+    SPACES,
+    ArchEntry,
+    CodeError,
+    KitError,
+    NetSpec,
+    costs,
+    get_space,
+    parse,
+    read_arch_list,
+    widths,
+    write_arch_list,
+)
 
 
 def _describe(args):
@@ -24,10 +37,10 @@ def _describe(args):
         print(f"error: {e}", file=sys.stderr)
         return 1
     params, macs = costs(archs)
-    for (ident, _), arch, p, m in zip(items, archs, params, macs):
+    for (ident, _), arch, p, m in zip(items, archs, params, macs, strict=True):
         w = widths(arch)
         if args.json:
-            rec = {"id": ident} if ident is not None else {}
+            rec = {"id": ident}  # null for codes given on the command line: one schema for every line
             rec.update(arch=arch.code(), depths=list(arch.depths), stem=w.stem, widths=w.as_lists(),
                        params=int(p), macs=int(m))
             print(json.dumps(rec))

@@ -83,7 +83,7 @@ def parse(code) -> Arch:
     elif len(code) == SHORT_CODE_LEN:
         full, shift = "1" + code, -1  # positions reported in the user's own indexing
     else:
-        raise CodeError(code, len(code), f"wrong length {len(code)}: expected {CODE_LEN} characters "
+        raise CodeError(code, min(len(code), CODE_LEN), f"wrong length {len(code)}: expected {CODE_LEN} characters "
                                          f"(or {SHORT_CODE_LEN} without the leading size code)")
 
     def fail(pos, reason):
@@ -124,7 +124,7 @@ def parse(code) -> Arch:
 def format_code(arch: Arch) -> str:
     """Write the 52-character form (always with the size code)."""
     chars = [arch.size_code] + [str(d) for d in arch.depths] + [str(arch.stem)]
-    for stage, max_depth in zip(arch.blocks, MAX_DEPTHS):
+    for stage, max_depth in zip(arch.blocks, MAX_DEPTHS, strict=True):
         for c1, c2 in stage:
             chars.append(f"{c1}{c2}")
         chars.append("00" * (max_depth - len(stage)))

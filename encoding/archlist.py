@@ -22,9 +22,11 @@ class ArchEntry:
 def _pairs_no_duplicates(path):
     def hook(pairs):
         seen = set()
-        for key, _ in pairs:
+        for key, value in pairs:
             if key in seen:
-                raise ArchListError(f"{path}: duplicate id {key!r}")
+                # Entries are objects; a repeated key among object-valued pairs is a repeated id.
+                kind = "id" if isinstance(value, dict) else "key"
+                raise ArchListError(f"{path}: duplicate {kind} {key!r}")
             seen.add(key)
         return dict(pairs)
 
@@ -57,6 +59,10 @@ def read_arch_list(path):
             text = f.read()
     except FileNotFoundError:
         raise ArchListError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise ArchListError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ArchListError(f"{path}: cannot read ({e.strerror or e})") from None
     return loads_arch_list(text, source=str(path))
 
 

@@ -5,6 +5,12 @@ import os
 import tempfile
 
 
+def _default_mode():
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path, data: bytes):
     """Write to a temporary file in the same directory, fsync it, then rename over `path`."""
     path = os.fspath(path)
@@ -13,6 +19,7 @@ def atomic_write_bytes(path, data: bytes):
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, _default_mode())  # mkstemp makes 0600 files; results should be as readable as open()'s
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

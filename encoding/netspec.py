@@ -63,6 +63,8 @@ class NetSpec:
 
     def channels(self, base, digit):
         """Channels of a conv whose base width is `base` at ratio digit `digit` (1..7)."""
+        if not 1 <= digit <= len(RATIOS):
+            raise KitError(f"ratio digit {digit} is out of range 1-{len(RATIOS)}")
         return make_divisible(base * RATIOS[digit - 1] * self.width_mult, self.divisor)
 
     def width_table(self, base):
@@ -91,6 +93,6 @@ def widths(arch, spec: NetSpec = NetSpec()) -> Widths:
     arch = parse(arch) if not isinstance(arch, Arch) else arch
     stages = tuple(
         tuple((spec.channels(base, c1), spec.channels(base, c2)) for c1, c2 in stage)
-        for stage, base in zip(arch.blocks, spec.stage_widths)
+        for stage, base in zip(arch.blocks, spec.stage_widths, strict=True)
     )
     return Widths(stem=spec.channels(spec.stem_width, arch.stem), stages=stages)

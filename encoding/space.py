@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arch import MAX_DEPTHS, RATIOS, SIZE_CODES, Arch, block_positions, parse
-from .errors import CodeError
+from .errors import CodeError, KitError
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class SearchSpace:
     # --- membership -----------------------------------------------------------------
     def validate(self, code) -> Arch:
         """Return the parsed Arch, or raise CodeError naming the first offending position."""
-        arch = parse(code)
+        # An Arch built by hand skips parse's structural checks (zero digits, extra blocks): re-read its code.
+        arch = parse(code.code() if isinstance(code, Arch) else code)
         shift = -1 if isinstance(code, str) and len(code) == 51 else 0
 
         def fail(pos, reason):
@@ -119,7 +120,7 @@ class SearchSpace:
         out, seen = [], set()
         limit = self.size() if unique else None
         if limit is not None and n > limit:
-            raise ValueError(f"asked for {n} unique codes but space {self.name!r} has only {limit}")
+            raise KitError(f"asked for {n} unique codes but space {self.name!r} has only {limit}")
         while len(out) < n:
             arch = self.sample(rng, depth_uniform=depth_uniform)
             if unique:
@@ -144,4 +145,4 @@ def get_space(name) -> SearchSpace:
     try:
         return SPACES[name]
     except KeyError:
-        raise ValueError(f"unknown search space {name!r}: expected one of {sorted(SPACES)}") from None
+        raise KitError(f"unknown search space {name!r}: expected one of {sorted(SPACES)}") from None

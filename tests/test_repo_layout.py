@@ -1,0 +1,94 @@
+"""The fixed top-level layout, README/CI agreement, and the rule that encoding/ and submission/ never load Paddle."""
+
+import ast
+import subprocess
+import sys
+
+import pytest
+
+LAYOUT = ["encoding", "supernet", "evaluate", "submission", "tests", "configs", "bench"]
+FILES = [".ci/run", "requirements.txt", "README.md"]
+PADDLE_FREE = ["encoding", "submission"]
+
+
+def _first_bash_block(text):
+    lines = text.splitlines()
+    start = lines.index("```bash") + 1
+    end = lines.index("```", start)
+    return [line for line in lines[start:end] if line.strip()]
+
+
+def _command_lines(script):
+    return [line.strip() for line in script.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_readme_test_command_is_what_ci_runs(repo_root):
+    block = _first_bash_block((repo_root / "README.md").read_text(encoding="utf-8"))
+    assert len(block) == 1, f"the README's first bash block should hold the one test command, got {block}"
+    ci = _command_lines((repo_root / ".ci" / "run").read_text(encoding="utf-8"))
+    assert ci[-1] == block[0].strip()
+    assert "pytest" in block[0]
+
+
+def test_ci_script_is_executable_from_anywhere(repo_root):
+    run = repo_root / ".ci" / "run"
+    assert run.stat().st_mode & 0o111
+    assert run.read_text(encoding="utf-8").startswith("#!")
+    assert 'cd "$(dirname "$0")/.."' in _command_lines(run.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", LAYOUT)
+def test_top_level_directories(repo_root, name):
+    assert (repo_root / name).is_dir(), f"{name}/ is part of the fixed layout"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_top_level_files(repo_root, name):
+    assert (repo_root / name).is_file(), f"{name} is part of the fixed layout"
+
+
+def _paddle_imports(path):
+    """(line, statement) of every import of paddle in a Python file, static or through importlib/__import__."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""] if node.level == 0 else []
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")):
+            names = [node.args[0].value]
+        else:
+            continue
+        found += [(node.lineno, n) for n in names if n == "paddle" or n.startswith("paddle.")]
+    return found
+
+
+def test_scanner_finds_paddle_imports(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text("import os, paddle.nn as nn\nfrom paddle import io\nfrom .paddle import x\n"
+                      "import importlib\nimportlib.import_module('paddle.vision')\nimport paddlex\n")
+    assert _paddle_imports(sample) == [(1, "paddle.nn"), (2, "paddle"), (5, "paddle.vision")]
+
+
+@pytest.mark.parametrize("package", PADDLE_FREE)
+def test_package_source_never_imports_paddle(repo_root, package):
+    files = sorted((repo_root / package).rglob("*.py"))
+    assert files, f"{package}/ has no Python files"
+    offenders = {str(f.relative_to(repo_root)): hits for f in files if (hits := _paddle_imports(f))}
+    assert not offenders, f"{package}/ must not import paddle: {offenders}"
+
+
+def test_importing_encoding_does_not_load_paddle(repo_root):
+    probe = (
+        "import importlib, pkgutil, sys\n"
+        "import encoding\n"
+        "for m in pkgutil.iter_modules(encoding.__path__):\n"
+        "    importlib.import_module('encoding.' + m.name)\n"
+        "print(sorted(k for k in sys.modules if k.split('.')[0] == 'paddle'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=repo_root, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
