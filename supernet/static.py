@@ -1,0 +1,98 @@
+"""A plain ResNet48 subnet built from a code: ordinary Paddle layers, no slicing.
+
+This is what a standalone-trained subnet looks like (and what `ResNet48Supernet.export`
+returns), so its parameter names follow the official demo model and its pretrained
+checkpoint: `blocks.0` stem, `blocks.1..N` the active BasicBlocks in order, `blocks.N+1` head.
+"""
+
+import paddle
+from paddle import nn
+
+from encoding import Arch, KitError, NetSpec, parse, widths
+from encoding.netspec import STEMS
+
+
+def resolve_spec(spec):
+    """`None` means the challenge's full-size ImageNet net; anything else must be a NetSpec."""
+    if spec is None:
+        return NetSpec()
+    if not isinstance(spec, NetSpec):
+        raise KitError(f"spec must be an encoding.NetSpec (see supernet.config.net_spec), got {type(spec).__name__}")
+    return spec
+
+
+class Stem(nn.Layer):
+    def __init__(self, spec: NetSpec, out_channels):
+        super().__init__()
+        kernel, stride, padding, pool = STEMS[spec.stem]
+        self.conv = nn.Conv2D(spec.in_channels, out_channels, kernel, stride=stride, padding=padding,
+                              bias_attr=False)
+        self.bn = nn.BatchNorm2D(out_channels)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2D(3, stride=2, padding=1) if pool else None
+
+    def forward(self, x):
+        x = self.relu(self.bn(self.conv(x)))
+        return self.pool(x) if self.pool is not None else x
+
+
+class BasicBlock(nn.Layer):
+    def __init__(self, in_channels, mid_channels, out_channels, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2D(in_channels, mid_channels, 3, stride=stride, padding=1, bias_attr=False)
+        self.bn1 = nn.BatchNorm2D(mid_channels)
+        self.conv2 = nn.Conv2D(mid_channels, out_channels, 3, stride=1, padding=1, bias_attr=False)
+        self.bn2 = nn.BatchNorm2D(out_channels)
+        self.relu = nn.ReLU()
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2D(in_channels, out_channels, 1, stride=stride, bias_attr=False),
+                nn.BatchNorm2D(out_channels),
+            )
+        else:
+            self.downsample = None
+
+    def forward(self, x):
+        identity = self.downsample(x) if self.downsample is not None else x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Head(nn.Layer):
+    def __init__(self, in_channels, num_classes):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2D(1)
+        self.fc = nn.Linear(in_channels, num_classes)
+
+    def forward(self, x):
+        return self.fc(paddle.flatten(self.pool(x), 1))
+
+
+class StaticResNet(nn.Layer):
+    """One subnet as ordinary layers; `arch` and `spec` say which one."""
+
+    def __init__(self, arch, spec: NetSpec = None):
+        super().__init__()
+        self.arch = arch if isinstance(arch, Arch) else parse(arch)
+        self.spec = spec = resolve_spec(spec)
+        w = widths(self.arch, spec)
+        layers = [Stem(spec, w.stem)]
+        cur = w.stem
+        for s, stage in enumerate(w.stages):
+            for b, (c1, c2) in enumerate(stage):
+                stride = spec.stage_strides[s] if b == 0 else 1
+                layers.append(BasicBlock(cur, c1, c2, stride))
+                cur = c2
+        layers.append(Head(cur, spec.num_classes))
+        self.blocks = nn.LayerList(layers)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def build_static(arch, spec: NetSpec = None) -> StaticResNet:
+    """A freshly initialised standalone model of `arch` (code string or Arch) under `spec`."""
+    return StaticResNet(arch, spec)
