@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arch import MAX_DEPTHS, RATIOS, SIZE_CODES, Arch, block_positions, parse
+from .arch import MAX_DEPTHS, RATIOS, SIZE_CODES, Arch, block_positions, format_code, parse
 from .errors import CodeError, KitError
 
 
@@ -40,17 +40,14 @@ class SearchSpace:
             fail(5, f"stem ratio digit {arch.stem} is out of range 1-{self.stem_digits}")
         for s, stage in enumerate(arch.blocks):
             top = self.stage_digits[s]
-            tied = arch.stem if s == 0 else stage[0][1]
             for b, pair in enumerate(stage):
                 for which, digit in enumerate(pair):
                     if digit > top:
                         fail(block_positions(s, b)[which],
                              f"ratio digit {digit} in stage {s + 1} block {b + 1} is out of range 1-{top}")
-                if pair[1] != tied:
-                    against = "the stem digit" if s == 0 else "block 1's conv2 digit"
-                    fail(block_positions(s, b)[1],
-                         f"broken width tie: stage {s + 1} block {b + 1} conv2 digit {pair[1]} differs from "
-                         f"{against} {tied} (residual adds need one width per stage)")
+        broken = first_broken_tie(arch)
+        if broken is not None:
+            fail(*broken)
         return arch
 
     def contains(self, code) -> bool:
@@ -129,6 +126,32 @@ class SearchSpace:
                 seen.add(arch)
             out.append(arch)
         return out
+
+
+def first_broken_tie(arch: Arch):
+    """(position, reason) of the first conv2 digit that breaks a residual width tie, or None.
+
+    Every tied space and the supernet (which has one output width per stage) share this rule.
+    """
+    for s, stage in enumerate(arch.blocks):
+        tied = arch.stem if s == 0 else stage[0][1]
+        for b, (_, c2) in enumerate(stage):
+            if c2 != tied:
+                against = "the stem digit" if s == 0 else "block 1's conv2 digit"
+                return (block_positions(s, b)[1],
+                        f"broken width tie: stage {s + 1} block {b + 1} conv2 digit {c2} differs from "
+                        f"{against} {tied} (residual adds need one width per stage, and stage 1's "
+                        f"equals the stem's)")
+    return None
+
+
+def check_ties(arch: Arch, code=None):
+    """Raise CodeError at the first broken tie; positions follow `code` as the user wrote it."""
+    broken = first_broken_tie(arch)
+    if broken is not None:
+        code = format_code(arch) if not isinstance(code, str) else code
+        shift = -1 if len(code) == 51 else 0
+        raise CodeError(code, broken[0] + shift, broken[1])
 
 
 _DEPTHS = tuple((2, m) for m in MAX_DEPTHS)

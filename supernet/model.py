@@ -10,9 +10,9 @@ conv2 digit, and stage 1's equals the stem's.
 import paddle
 from paddle import nn
 
-from encoding import MAX_DEPTHS, Arch, CodeError, KitError, NetSpec, format_code, parse, widths
-from encoding.arch import block_positions
+from encoding import MAX_DEPTHS, Arch, KitError, NetSpec, parse, widths
 from encoding.netspec import STEMS
+from encoding.space import check_ties
 
 from .ops import DynamicBatchNorm2D, DynamicConv2D, DynamicLinear
 from .static import StaticResNet, resolve_spec
@@ -176,18 +176,3 @@ class ResNet48Supernet(nn.Layer):
                     raise KitError(f"export: {name} needs shape {target.shape}, supernet has {full.shape}")
                 target.set_value(piece)
         return static
-
-
-def check_ties(arch: Arch, code=None):
-    """Raise CodeError when the code breaks a residual width tie the supernet is built on."""
-    code = format_code(arch) if code is None or isinstance(code, Arch) else code
-    shift = -1 if isinstance(code, str) and len(code) == 51 else 0
-    for s, stage in enumerate(arch.blocks):
-        tied = arch.stem if s == 0 else stage[0][1]
-        for b, (_, c2) in enumerate(stage):
-            if c2 != tied:
-                against = "the stem digit" if s == 0 else "block 1's conv2 digit"
-                raise CodeError(code, block_positions(s, b)[1] + shift,
-                                f"broken width tie: stage {s + 1} block {b + 1} conv2 digit {c2} differs from "
-                                f"{against} {tied}; the supernet shares one output width per stage "
-                                f"(residual adds) and stage 1's equals the stem's")
