@@ -1,0 +1,133 @@
+"""`python -m submission make|validate|score`: from evaluator results to a checked, scored submission.
+
+Exit status: 0 success, 1 refused / invalid / unscorable input (with every problem listed),
+2 bad command line.
+"""
+
+import argparse
+import sys
+from collections import Counter
+
+from encoding import KitError, read_arch_list
+from encoding.atomic import atomic_write_json
+
+from .errors import SubmissionError
+from .make import METRICS, UNITS, make_file
+from .validate import validate_file
+
+DEFAULT_LIMIT = 20
+# Defaults of submission.metrics, repeated so make/validate start without importing scipy.
+N_RESAMPLES = 1000
+BOOTSTRAP_MAX_SIZE = 2000
+
+
+def _print_problems(problems, limit, file):
+    """Every problem up to `limit` per kind (0 = all), then a count of the rest of that kind."""
+    shown = Counter()
+    for p in problems:
+        shown[p.kind] += 1
+        if not limit or shown[p.kind] <= limit:
+            print(f"  {p}", file=file)
+    for kind, count in shown.items():
+        if limit and count > limit:
+            print(f"  ... and {count - limit} more '{kind}' problems (use --limit 0 to see all)", file=file)
+
+
+def _make(args):
+    archs = read_arch_list(args.archs)
+    try:
+        entries, notes = make_file(args.results, archs, args.out, metric=args.metric, unit=args.unit)
+    except SubmissionError as e:
+        print(f"refusing to write {args.out}: {e.headline}", file=sys.stderr)
+        _print_problems(e.problems, args.limit, sys.stderr)
+        return 1
+    for note in notes:
+        print(f"note: {note}")
+    print(f"wrote {len(entries)} entries to {args.out} (metric {args.metric}, unit {args.unit}, "
+          f"order of {args.archs})")
+    return 0
+
+
+def _validate(args):
+    archs = read_arch_list(args.archs)
+    report = validate_file(args.submission, archs)
+    for w in report.warnings:
+        print(f"warning: {w}")
+    if report.ok:
+        print(f"OK: {args.submission} has all {len(archs)} ids of {args.archs} with matching codes and finite acc")
+        return 0
+    print(f"INVALID: {args.submission}: {len(report.problems)} problem(s)")
+    _print_problems(report.problems, args.limit, sys.stdout)
+    return 1
+
+
+def _score(args):
+    from .baselines import net_spec_from_config  # scipy, yaml and the cost model load only when scoring
+    from .score import format_report, score
+
+    spec = net_spec_from_config(args.config)
+    try:
+        report, data = score(args.submission, args.gt, spec=spec, split_seed=args.split_seed,
+                             n_resamples=args.resamples, seed=args.seed, max_size=args.bootstrap_max_size or None)
+    except SubmissionError as e:
+        print(f"error: {e.headline}", file=sys.stderr)
+        _print_problems(e.problems, args.limit, sys.stderr)
+        return 1
+    print(format_report(report))
+    if args.plot:
+        from .plot import scatter_png
+
+        scatter_png(args.plot, data["truth"], data["submission"], data["macs"])
+        print(f"plot: {args.plot}")
+    if args.out:
+        atomic_write_json(args.out, report, indent=1)
+        print(f"report: {args.out}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m submission", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make", help="write the submission file from evaluator results")
+    p.add_argument("--results", required=True, help="evaluator results.json (list of records, or object keyed by id)")
+    p.add_argument("--archs", required=True, help="the official architecture list (sets ids, codes and order)")
+    p.add_argument("--out", required=True, help="submission file to write (atomically; untouched on refusal)")
+    p.add_argument("--metric", default="top1", choices=sorted(METRICS), help="result field to submit (default top1)")
+    p.add_argument("--unit", default="fraction", choices=sorted(UNITS), help="unit of acc in the submission")
+    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="problems shown per kind (0 = all)")
+    p.set_defaults(run=_make)
+
+    p = sub.add_parser("validate", help="check a submission file against the official list")
+    p.add_argument("submission")
+    p.add_argument("--archs", required=True, help="the official architecture list")
+    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="problems shown per kind (0 = all)")
+    p.set_defaults(run=_validate)
+
+    p = sub.add_parser("score", help="score a submission against ground-truth accuracies, beside cost baselines")
+    p.add_argument("submission")
+    p.add_argument("--gt", required=True, help="ground truth in the challenge format {id: {acc, arch, ...}}")
+    p.add_argument("--split-seed", type=int, default=None, help="also report A and B on two seeded halves")
+    p.add_argument("--out", default=None, help="write every number as JSON here")
+    p.add_argument("--plot", default=None, help="write a scatter plot PNG here")
+    p.add_argument("--config", default=None, help="kit config whose model: section sets the MACs/params NetSpec")
+    p.add_argument("--resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples (0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--bootstrap-max-size", type=int, default=BOOTSTRAP_MAX_SIZE,
+                   help="larger ground truths are bootstrapped m-out-of-n with this m (0 = always all n)")
+    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="problems shown per kind (0 = all)")
+    p.set_defaults(run=_score)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

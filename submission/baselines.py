@@ -1,0 +1,41 @@
+"""Zero-cost predictors from the codes alone: bigger nets are usually better.
+
+A supernet ranking that does not beat MACs or parameter count is worthless, so every score
+report carries them. The network family comes from a config's `model:` section, read here
+with plain yaml so the submission tools stay independent of the supernet package.
+"""
+
+import yaml
+
+from encoding import CodeError, KitError, NetSpec, costs
+
+from .errors import SubmissionError
+
+
+def net_spec_from_config(path):
+    """NetSpec of a kit config's `model:` section (None path -> the ImageNet default)."""
+    if path is None:
+        return NetSpec()
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise SubmissionError(f"{path}: no such config file") from None
+    except yaml.YAMLError as e:
+        raise SubmissionError(f"{path}: malformed YAML: {e}") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise SubmissionError(f"{path}: no 'model:' section (needed for the MACs/params baselines)")
+    try:
+        return NetSpec.from_dict(cfg["model"])
+    except (KitError, TypeError) as e:
+        raise SubmissionError(f"{path}: bad 'model:' section: {e}") from None
+
+
+def cost_baselines(ids, codes, spec=None):
+    """{"macs": int64 array, "params": int64 array} in the order of `codes`; a bad code names its id."""
+    try:
+        params, macs = costs(codes, spec or NetSpec())
+    except CodeError as e:
+        culprit = next((i for i, c in zip(ids, codes, strict=True) if c == e.code), "?")
+        raise SubmissionError(f"{culprit}: {e}") from None
+    return {"macs": macs, "params": params}
