@@ -131,10 +131,37 @@ def format_code(arch: Arch) -> str:
     return "".join(chars)
 
 
+def _structurally_valid_rows(digits):
+    """Row mask of digit rows that `parse` would accept (checked in bulk, no messages)."""
+    ok = (digits >= 0).all(axis=1) & (digits <= 9).all(axis=1)
+    ok &= np.isin(digits[:, 0], [int(c) for c in SIZE_CODES])
+    ok &= (digits[:, 5] >= 1) & (digits[:, 5] <= len(RATIOS))
+    for s, max_depth in enumerate(MAX_DEPTHS):
+        depth = digits[:, 1 + s]
+        ok &= (depth >= 1) & (depth <= max_depth)
+        slots = digits[:, STAGE_OFFSETS[s]:STAGE_OFFSETS[s] + 2 * max_depth]
+        active = np.repeat(np.arange(max_depth), 2)[None, :] < depth[:, None]
+        ok &= np.where(active, (slots >= 1) & (slots <= len(RATIOS)), slots == 0).all(axis=1)
+    return ok
+
+
 def digit_matrix(archs) -> np.ndarray:
-    """Stack many archs as an (N, 52) int array of their digits, for vectorised costing."""
-    codes = [format_code(parse(a)) for a in archs]
-    if not codes:
+    """Stack many archs as an (N, 52) int array of their digits, for vectorised costing.
+
+    Well-formed 52-character strings are checked in bulk; anything else (Arch values, the
+    51-character form, bad codes) goes through `parse`, which raises the precise error.
+    """
+    archs = list(archs)
+    if not archs:
         return np.zeros((0, CODE_LEN), dtype=np.int64)
+    fast = all(isinstance(a, str) and len(a) == CODE_LEN and a.isascii() for a in archs)
+    if fast:
+        raw = np.frombuffer("".join(archs).encode("ascii"), dtype=np.uint8)
+        digits = raw.reshape(len(archs), CODE_LEN).astype(np.int64) - ord("0")
+        bad = np.flatnonzero(~_structurally_valid_rows(digits))
+        if len(bad) == 0:
+            return digits
+        parse(archs[bad[0]])  # raises the precise CodeError
+    codes = [format_code(parse(a)) for a in archs]
     raw = np.frombuffer("".join(codes).encode("ascii"), dtype=np.uint8)
     return (raw.reshape(len(codes), CODE_LEN) - ord("0")).astype(np.int64)

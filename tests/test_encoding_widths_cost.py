@@ -321,3 +321,23 @@ def test_channels_rejects_digit_outside_ratio_table():
         NetSpec().channels(64, 0)
     with pytest.raises(KitError, match="ratio digit 8"):
         NetSpec().channels(64, 8)
+
+
+def test_bulk_digit_check_agrees_with_parse_on_single_digit_changes():
+    # digit_matrix checks well-formed 52-char strings in bulk; any code parse rejects must be
+    # rejected there too, with parse's own message.
+    from encoding import digit_matrix
+
+    good = RELEASED.max_arch().code()
+    for pos in range(len(good)):
+        for ch in "0123456789":
+            code = good[:pos] + ch + good[pos + 1:]
+            try:
+                expected = parse(code).code()
+            except CodeError as e:
+                with pytest.raises(CodeError) as got:
+                    digit_matrix([good, code])
+                assert str(got.value) == str(e)
+            else:
+                row = digit_matrix([good, code])[1]
+                assert "".join(str(d) for d in row) == expected
