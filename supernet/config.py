@@ -108,7 +108,7 @@ def add_flags(parser: argparse.ArgumentParser, flags):
             parser.add_argument(f.option, dest=dest, action="store_const", const=True, default=None, help=f.help)
         else:
             parser.add_argument(f.option, dest=dest, type=f.type, default=None,
-                                help=f"{f.help} [config: {f.key}]")
+                                metavar=f.option.lstrip("-").upper(), help=f"{f.help} [config: {f.key}]")
 
 
 def apply_flags(cfg, args, flags):
