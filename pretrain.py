@@ -1,0 +1,549 @@
+"""Standalone training of ResNet48 subnets with the official recipe, and ground-truth building.
+
+    python pretrain.py run --arch CODE --image_dir DIR --batch_size 1024 --max_epoch 90 --warmup 2
+    python -m paddle.distributed.launch --gpus 0,1,2,3 pretrain.py run --arch CODE --image_dir DIR ...
+    python pretrain.py gt --archs ARCHS.json --ids arch1,arch7 --config configs/demo.yaml --out GT.json
+
+Config: `--config PATH`; without it, configs/imagenet.yaml when --image_dir is given (so the
+official command trains on ImageNet at DIR), else configs/demo.yaml (Fashion-MNIST). Every
+flag sets a config key; trailing `key=value` arguments set any other key.
+
+Recipe (official): SGD, momentum 0.9, weight decay 1e-4, peak lr = 0.1 x batch_size / 256,
+linear warmup over `--warmup` epochs then one cosine to 0 at `--max_epoch`, stepped per
+iteration. `--batch_size` is the GLOBAL batch: under the launcher each of N ranks loads
+batch_size / N images (1024 on 4 GPUs = 256 per GPU, lr 0.4) and gradients are averaged by
+paddle.DataParallel.
+
+Run directory (`--output`): checkpoints/epoch_NNNN.pdckpt after every epoch (atomic; model,
+optimizer, scheduler, epoch, RNG and sampler state), model.pdparams (final weights),
+result.json (accuracy, speed, config), train.log. `--resume auto` (default) continues from the
+newest checkpoint there, `--resume never` deletes them and starts over, `--resume PATH` loads
+that file. A resumed run ends with the same weights as an uninterrupted one (on the same device
+and thread count: OMP_NUM_THREADS defaults to the cores / processes on this machine).
+
+`gt` trains each selected arch of an architecture list with the same recipe, once per seed
+(train.seed .. train.seed + repeat - 1), in `<output>/<id>_seed<S>/`, and writes the GT file
+(challenge format plus details) after each finished arch. Finished runs (result.json present)
+and archs already in the GT file are skipped, an interrupted run resumes from its last epoch.
+`--sample N` picks N codes spread over the MACs range: codes sorted by MACs (ties in a seeded
+random order), then those at N evenly spaced ranks from the cheapest to the most expensive.
+Under paddle.distributed.launch, `gt` trains the archs one after another, each one
+data-parallel over all ranks exactly like `run` (the output directory must be visible to all
+ranks; rank 0 writes).
+"""
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from encoding import DOCUMENTED, ArchListError, KitError, costs, read_arch_list
+from encoding.atomic import atomic_write_json
+from supernet.config import Flag, add_flags, default_config, get, net_spec, resolve, set_key
+
+log = logging.getLogger("pretrain")
+
+
+def _default_cpu_threads():
+    """Paddle runs one CPU thread unless OMP_NUM_THREADS is set before it is imported (lazily, after
+    this call): give each process on this machine an equal share of the cores (an explicit setting wins)."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        local = int(os.environ.get("PADDLE_LOCAL_SIZE") or 1)
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, local)))
+
+
+_default_cpu_threads()
+
+CHECKPOINT_PATTERN = "epoch_*.pdckpt"
+# Settings that may change between an interrupted run and its resumption.
+RESUME_FREE = ("data.num_workers", "data.image_dir", "data.fashion_mnist_dir", "train.output", "train.resume",
+               "train.keep_checkpoints", "train.eval_every", "train.eval_batch_size", "train.gt")
+
+COMMON_FLAGS = [
+    Flag("--image_dir", "data.image_dir", str, "ImageNet-style root (class folders or list files)"),
+    Flag("--batch_size", "train.batch_size", int, "GLOBAL batch size over all ranks"),
+    Flag("--max_epoch", "train.max_epoch", int, "epochs"),
+    Flag("--warmup", "train.warmup", float, "epochs of linear LR warmup"),
+    Flag("--lr", "train.lr", float, "peak learning rate (default 0.1 x batch_size / 256)"),
+    Flag("--seed", "train.seed", int, "seed of initialisation, data order and augmentation"),
+    Flag("--output", "train.output", str, "run directory"),
+    Flag("--resume", "train.resume", str, "auto | never | PATH of a checkpoint"),
+    Flag("--num_workers", "data.num_workers", int, "data loader workers per rank"),
+    Flag("--device", "device", str, "auto | cpu | gpu"),
+]
+RUN_FLAGS = [Flag("--arch", "train.arch", str, "subnet code (52 digits, or 51 without the size code)")] + COMMON_FLAGS
+GT_FLAGS = COMMON_FLAGS + [
+    Flag("--archs", "train.gt.archs", str, "architecture list JSON (challenge format)"),
+    Flag("--ids", "train.gt.ids", str, "comma-separated ids of the list to train"),
+    Flag("--sample", "train.gt.sample", int, "train this many codes spread over the MACs range"),
+    Flag("--repeat", "train.gt.repeat", int, "seeds per arch"),
+    Flag("--out", "train.gt.out", str, "GT file to write (default <output>/GT.json)"),
+]
+
+
+class TrainingError(KitError):
+    """Training cannot start or went wrong (bad settings, diverged loss)."""
+
+
+# --- config --------------------------------------------------------------------------------------
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def recipe(cfg):
+    """The settings a checkpoint or result depends on: model, data and train minus RESUME_FREE."""
+    flat = _flatten({k: cfg.get(k, {}) for k in ("model", "data", "train")})
+    return {k: v for k, v in flat.items() if not any(k == f or k.startswith(f + ".") for f in RESUME_FREE)}
+
+
+def recipe_changes(old, new):
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+# --- one standalone training ---------------------------------------------------------------------
+
+def _setup_logging():
+    """INFO from the main rank, warnings only from the others (each rank has its own log under the launcher)."""
+    from supernet.runtime import is_main
+    if not logging.getLogger().handlers:
+        logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    for name in ("pretrain", "supernet.data"):
+        logging.getLogger(name).setLevel(logging.INFO if is_main() else logging.WARNING)
+
+
+class _FileLog:
+    """Copy this module's and the data package's log records into `path` (main rank only)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.handler = None
+
+    def __enter__(self):
+        from supernet.runtime import is_main
+        if is_main():
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self.handler = logging.FileHandler(self.path)
+            self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            for name in ("pretrain", "supernet.data"):
+                logging.getLogger(name).addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.handler is not None:
+            for name in ("pretrain", "supernet.data"):
+                logging.getLogger(name).removeHandler(self.handler)
+            self.handler.close()
+
+
+def _all_reduce_sum(values):
+    """Sum a list of floats over ranks (float64)."""
+    import paddle
+    import paddle.distributed as dist
+
+    from supernet.runtime import world_size
+    if world_size() == 1:
+        return list(values)
+    t = paddle.to_tensor(np.asarray(values, dtype=np.float64))
+    dist.all_reduce(t)
+    return t.numpy().tolist()
+
+
+def evaluate_classifier(model, loader):
+    """Top-1, top-5 (top-k for k = min(5, classes)) and mean cross-entropy over the loader's
+    dataset, summed over ranks (each rank holds an exact, unpadded shard)."""
+    import paddle
+    import paddle.nn.functional as F
+
+    from supernet.runtime import unwrap
+    net = unwrap(model)
+    net.eval()
+    sums = None  # correct1, correct5, loss sum, count; kept on the device until the end
+    with paddle.no_grad():
+        for images, labels in loader:
+            logits = net(images)
+            k = min(5, logits.shape[1])
+            hit = (paddle.topk(logits, k, axis=1)[1] == labels.unsqueeze(1)).astype("float64")
+            loss = F.cross_entropy(logits, labels, reduction="sum").astype("float64")
+            batch = paddle.stack([hit[:, 0].sum(), hit.sum(), loss.reshape([]),
+                                  paddle.to_tensor(float(labels.shape[0]), dtype="float64")])
+            sums = batch if sums is None else sums + batch
+    sums = sums.numpy().tolist() if sums is not None else [0.0] * 4
+    c1, c5, loss_sum, n = _all_reduce_sum(sums)
+    if n == 0:
+        raise TrainingError("the validation split is empty")
+    return {"top1": c1 / n, "top5": c5 / n, "loss": loss_sum / n, "count": int(n), "bad_images": loader.bad_count}
+
+
+def _train_epoch(model, loader, optimizer, scheduler, epoch, max_epoch, global_batch):
+    import paddle.nn.functional as F
+    from tqdm import tqdm
+
+    from supernet.runtime import is_main, world_size
+    model.train()
+    steps = len(loader)
+    every = max(1, min(20, steps // 10))
+    interactive = sys.stderr.isatty()
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{max_epoch}", disable=not is_main(), leave=interactive,
+               mininterval=0.5 if interactive else 60, dynamic_ncols=True, file=sys.stderr)
+    start = time.perf_counter()
+    total_loss, window, done = 0.0, None, 0
+    for step, (images, labels) in enumerate(loader):
+        lr = optimizer.get_lr()
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        scheduler.step()
+        window = loss.detach() if window is None else window + loss.detach()
+        done += 1
+        if done % every == 0 or step == steps - 1:
+            value = window.item()  # one device sync per `every` steps
+            if not math.isfinite(value):
+                raise TrainingError(f"loss became {value} in epoch {epoch + 1} near step {step + 1}; "
+                                    f"lower the learning rate (--lr) or check the data")
+            total_loss += value
+            n = every if done % every == 0 else done % every
+            rate = (step + 1) * global_batch / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{value / n:.4f}", lr=f"{lr:.4g}", img_s=f"{rate:.0f}", refresh=False)
+            window = None
+        bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - start
+    loss_sum, bad = _all_reduce_sum([total_loss, loader.bad_count])
+    return {"epoch": epoch + 1, "loss": loss_sum / (steps * world_size()), "lr_last": lr, "seconds": seconds,
+            "images_per_s": steps * global_batch / seconds, "bad_images": int(bad)}
+
+
+def _resume_source(mode, ckpt_dir):
+    from supernet.checkpoint import CheckpointError, latest_checkpoint
+    mode = "auto" if mode in (None, "") else str(mode)
+    if mode == "auto":
+        return latest_checkpoint(ckpt_dir, CHECKPOINT_PATTERN)
+    if mode == "never":
+        return None
+    if not os.path.isfile(mode):
+        raise CheckpointError(f"--resume {mode}: no such checkpoint file (expected auto, never or a path)")
+    return mode
+
+
+def _clean_run_dir(out_dir, ckpt_dir, fresh):
+    """Remove temp files a killed run left; with a fresh start, also old checkpoints and results."""
+    from supernet.checkpoint import list_checkpoints
+    if not os.path.isdir(ckpt_dir):
+        return
+    for name in os.listdir(ckpt_dir):
+        if name.startswith(".tmp-"):
+            os.unlink(os.path.join(ckpt_dir, name))
+    if fresh:
+        old = list_checkpoints(ckpt_dir, CHECKPOINT_PATTERN)
+        for p in old:
+            os.unlink(p)
+        for name in ("result.json", "model.pdparams"):
+            if os.path.exists(os.path.join(out_dir, name)):
+                os.unlink(os.path.join(out_dir, name))
+        if old:
+            log.info("resume=never: removed %d old checkpoints from %s", len(old), ckpt_dir)
+
+
+def train_standalone(cfg, arch_id=None):
+    """Train `train.arch` from scratch (or resume it) in `train.output`; return the result dict
+    that is also written to `<output>/result.json`."""
+    import paddle
+
+    from supernet.checkpoint import (
+        CheckpointError,
+        prune_checkpoints,
+        restore_training_state,
+        save_checkpoint,
+        training_state,
+    )
+    from supernet.data import build_dataset, build_loader
+    from supernet.optim import build_optimizer
+    from supernet.runtime import (
+        barrier,
+        init_distributed,
+        is_main,
+        rng_state,
+        seed_everything,
+        select_device,
+        set_rng_state,
+    )
+    from supernet.static import build_static
+
+    wall_start = time.perf_counter()
+    device = select_device(get(cfg, "device", "auto"))
+    _, world = init_distributed()
+    train = cfg["train"]
+    code = train.get("arch")
+    if not code:
+        raise TrainingError("no subnet code given: pass --arch CODE (or train.arch=CODE)")
+    arch = DOCUMENTED.validate(str(code))
+    code = arch.code()
+    spec = net_spec(cfg)
+    global_batch = int(train["batch_size"])
+    if global_batch <= 0 or global_batch % world:
+        raise TrainingError(f"--batch_size {global_batch} must be a positive multiple of the {world} ranks "
+                            f"(it is the global batch; each rank loads batch_size / {world})")
+    seed = int(train.get("seed", 0))
+    max_epoch = int(train["max_epoch"])
+    out_dir = train["output"]
+    ckpt_dir = os.path.join(out_dir, "checkpoints")
+
+    with _FileLog(os.path.join(out_dir, "train.log")):
+        seed_everything(seed)
+        train_set = build_dataset(cfg, "train", augment=True)
+        val_set = build_dataset(cfg, "val", augment=False)
+        for name, ds in (("training", train_set), ("validation", val_set)):
+            if ds.labels.max() >= spec.num_classes:
+                raise TrainingError(f"the {name} split has labels up to {int(ds.labels.max())} but "
+                                    f"model.num_classes is {spec.num_classes}")
+        workers = int(get(cfg, "data.num_workers", 0) or 0)
+        train_loader = build_loader(train_set, global_batch // world, shuffle=True, drop_last=True,
+                                    num_workers=workers, seed=seed)
+        val_loader = build_loader(val_set, int(train.get("eval_batch_size") or 256), shuffle=False,
+                                  drop_last=False, num_workers=workers, seed=seed, exact_shards=True)
+        steps = len(train_loader)
+        if steps == 0:
+            raise TrainingError(f"the training split has {len(train_set)} images, fewer than one global batch "
+                                f"of {global_batch}: lower --batch_size")
+        model = build_static(arch, spec)
+        if train.get("sync_bn") and world > 1:
+            model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        optimizer, scheduler = build_optimizer(model, train, global_batch, steps)
+
+        source = _resume_source(train.get("resume"), ckpt_dir)
+        barrier()  # every rank has decided before rank 0 touches the directory
+        if is_main():
+            _clean_run_dir(out_dir, ckpt_dir, fresh=source is None and str(train.get("resume")) == "never")
+        start_epoch, history, prior_wall = 0, [], 0.0
+        if source is not None:
+            state = restore_training_state(source, model, optimizer, scheduler)
+            extras = state.get("extras", {})
+            if extras.get("arch") != code:
+                raise CheckpointError(f"checkpoint {source} is of arch {extras.get('arch')}, not {code}")
+            changes = recipe_changes(extras.get("recipe", {}), recipe(cfg))
+            if changes:
+                raise CheckpointError(f"checkpoint {source} was written with other settings ({'; '.join(changes)}); "
+                                      f"give the same settings, or --resume never to start over")
+            set_rng_state(state["rng"])
+            start_epoch, history, prior_wall = state["epoch"], list(extras.get("history", [])), extras.get("wall_s", 0)
+            log.info("resumed %s from %s (epoch %d of %d)", code, source, start_epoch, max_epoch)
+        else:
+            log.info("training %s from scratch: %d epochs x %d steps, global batch %d on %d rank(s), "
+                     "peak lr %.4g, device %s", code, max_epoch, steps, global_batch, world, scheduler.peak_lr, device)
+        net = paddle.DataParallel(model) if world > 1 else model
+
+        eval_every = int(train.get("eval_every") or 0)
+        for epoch in range(start_epoch, max_epoch):
+            train_loader.set_epoch(epoch)
+            record = _train_epoch(net, train_loader, optimizer, scheduler, epoch, max_epoch, global_batch)
+            if eval_every and (epoch + 1) % eval_every == 0 and epoch + 1 < max_epoch:
+                record["val"] = evaluate_classifier(model, val_loader)
+            history.append(record)
+            msg = (f"epoch {epoch + 1}/{max_epoch} loss {record['loss']:.4f} lr {record['lr_last']:.4g} "
+                   f"{record['images_per_s']:.0f} img/s {record['seconds']:.1f} s")
+            if "val" in record:
+                msg += f" val top1 {record['val']['top1']:.4f}"
+            if record["bad_images"]:
+                msg += f"; {record['bad_images']} unreadable images replaced"
+            log.info(msg)
+            if is_main():
+                save_checkpoint(os.path.join(ckpt_dir, f"epoch_{epoch + 1:04d}.pdckpt"), training_state(
+                    model, optimizer, scheduler, epoch=epoch + 1, step=scheduler.last_epoch, rng=rng_state(),
+                    arch=code, recipe=recipe(cfg), history=history, sampler_epoch=epoch + 1,
+                    wall_s=prior_wall + time.perf_counter() - wall_start))
+                prune_checkpoints(ckpt_dir, CHECKPOINT_PATTERN, keep=max(1, int(train.get("keep_checkpoints", 2))))
+            barrier()
+
+        metrics = evaluate_classifier(model, val_loader)
+        params, macs = costs([arch], spec, resolution=int(get(cfg, "data.resolution")))
+        train_seconds = sum(r["seconds"] for r in history)
+        result = {
+            "id": arch_id, "arch": code, "seed": seed,
+            "top1": metrics["top1"], "top5": metrics["top5"], "loss": metrics["loss"],
+            "val_images": metrics["count"], "epochs": max_epoch, "steps_per_epoch": steps,
+            "images_per_s": steps * global_batch * len(history) / train_seconds if train_seconds else None,
+            "train_time_s": train_seconds,
+            "wall_time_s": prior_wall + time.perf_counter() - wall_start,
+            "device": device, "world_size": world,
+            "params": int(params[0]), "macs": int(macs[0]),
+            "bad_images": sum(r["bad_images"] for r in history) + metrics["bad_images"],
+            "history": history, "recipe": recipe(cfg), "config": cfg,
+        }
+        if is_main():
+            save_checkpoint(os.path.join(out_dir, "model.pdparams"), model.state_dict())
+            atomic_write_json(os.path.join(out_dir, "result.json"), result, indent=1)
+            log.info("%s: top1 %.4f top5 %.4f loss %.4f; %s", code, result["top1"], result["top5"], result["loss"],
+                     os.path.join(out_dir, "result.json"))
+        barrier()
+    return result
+
+
+# --- ground truth --------------------------------------------------------------------------------
+
+def spread_by_macs(codes, n, spec, resolution, seed):
+    """Indices of `n` codes at evenly spaced ranks of MACs, cheapest and dearest included."""
+    m = len(codes)
+    if not 0 < n <= m:
+        raise TrainingError(f"--sample {n}: the list has {m} codes (need 1 <= N <= {m})")
+    _, macs = costs(codes, spec, resolution=resolution)
+    tie = np.random.default_rng(seed).random(m)
+    order = np.lexsort((tie, macs))
+    ranks = [0] if n == 1 else [int(math.floor(k * (m - 1) / (n - 1) + 0.5)) for k in range(n)]
+    return [int(order[r]) for r in ranks]
+
+
+def select_entries(cfg, entries):
+    gt = cfg["train"]["gt"]
+    ids, sample = gt.get("ids"), gt.get("sample")
+    if ids and sample:
+        raise TrainingError("give either --ids or --sample, not both")
+    if ids:
+        wanted = [s.strip() for s in ids.split(",") if s.strip()] if isinstance(ids, str) else [str(s) for s in ids]
+        by_id = {e.id: e for e in entries}
+        missing = [i for i in wanted if i not in by_id]
+        if missing:
+            raise ArchListError(f"{gt['archs']}: no entries with ids {missing[:10]}")
+        return [by_id[i] for i in dict.fromkeys(wanted)]
+    if sample:
+        chosen = spread_by_macs([e.code for e in entries], int(sample), net_spec(cfg),
+                                int(get(cfg, "data.resolution")), int(cfg["train"].get("seed", 0)))
+        return [entries[i] for i in chosen]
+    return list(entries)
+
+
+def _read_result(path, code, seed, cfg):
+    """A finished run's result, or None when there is none yet; an error when it is stale."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        result = json.load(f)
+    if result.get("arch") != code or result.get("seed") != seed:
+        raise TrainingError(f"{path} holds arch {result.get('arch')} seed {result.get('seed')}, "
+                            f"expected {code} seed {seed}: use another --output")
+    changes = recipe_changes(result.get("recipe", {}), recipe(cfg))
+    if changes:
+        raise TrainingError(f"{path} was trained with other settings ({'; '.join(changes)}): use another --output")
+    return result
+
+
+def build_ground_truth(cfg):
+    from supernet.runtime import barrier, is_main, select_device
+
+    gt_cfg = cfg["train"]["gt"]
+    if not gt_cfg.get("archs"):
+        raise TrainingError("gt needs --archs ARCHS.json (an architecture list in the challenge format)")
+    entries = read_arch_list(gt_cfg["archs"])
+    for e in entries:
+        DOCUMENTED.validate(e.code)
+    selected = select_entries(cfg, entries)
+    base_out = cfg["train"]["output"]
+    gt_path = gt_cfg.get("out") or os.path.join(base_out, "GT.json")
+    repeat = int(gt_cfg.get("repeat") or 1)
+    if repeat < 1:
+        raise TrainingError(f"--repeat must be at least 1, got {repeat}")
+    seed0 = int(cfg["train"].get("seed", 0))
+    seeds = list(range(seed0, seed0 + repeat))
+    select_device(get(cfg, "device", "auto"))
+
+    ground = {}
+    if os.path.isfile(gt_path):
+        with open(gt_path, encoding="utf-8") as f:
+            ground = json.load(f)
+    with _FileLog(os.path.join(base_out, "gt.log")):
+        log.info("ground truth: %d archs x %d seeds -> %s", len(selected), len(seeds), gt_path)
+        for entry in selected:
+            code = DOCUMENTED.validate(entry.code).code()
+            old = ground.get(entry.id)
+            if old is not None and old.get("arch") != code:
+                raise TrainingError(f"{gt_path}: {entry.id} is {old.get('arch')} there but {code} in {gt_cfg['archs']}")
+            if old is not None and old.get("seeds") == seeds:
+                log.info("%s: finished, skipped", entry.id)
+                continue
+            results = []
+            for seed in seeds:
+                run_cfg = copy.deepcopy(cfg)
+                run_dir = os.path.join(base_out, f"{entry.id}_seed{seed}")
+                for key, value in (("train.arch", code), ("train.seed", seed), ("train.output", run_dir)):
+                    set_key(run_cfg, key, value)
+                result = _read_result(os.path.join(run_dir, "result.json"), code, seed, run_cfg)
+                if result is None:
+                    result = train_standalone(run_cfg, arch_id=entry.id)
+                else:
+                    log.info("%s seed %d: finished earlier (%s)", entry.id, seed, run_dir)
+                results.append(result)
+            accs = [r["top1"] for r in results]
+            ground[entry.id] = {
+                "acc": float(np.mean(accs)), "arch": code, "seeds": seeds, "accs": accs,
+                "top5": [r["top5"] for r in results], "loss": [r["loss"] for r in results],
+                "params": results[0]["params"], "macs": results[0]["macs"], "epochs": results[0]["epochs"],
+                "runs": [os.path.relpath(os.path.join(base_out, f"{entry.id}_seed{s}"),
+                                         os.path.dirname(os.path.abspath(gt_path))) for s in seeds],
+            }
+            if is_main():
+                atomic_write_json(gt_path, ground, indent=1)
+                log.info("%s: acc %.4f over seeds %s -> %s", entry.id, ground[entry.id]["acc"], seeds, gt_path)
+            barrier()
+    return ground
+
+
+# --- command line --------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="pretrain.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, flags, help_text in (("run", RUN_FLAGS, "train one subnet standalone"),
+                                   ("gt", GT_FLAGS, "train listed subnets and write ground-truth accuracies")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", default=None,
+                       help="YAML config (default: configs/imagenet.yaml with --image_dir, else configs/demo.yaml)")
+        add_flags(p, flags)
+        p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.train_subset=5000")
+        p.set_defaults(flags=flags)
+    return parser.parse_args(argv)
+
+
+def load_config(args):
+    path = args.config
+    if path is None:
+        path = default_config("imagenet" if getattr(args, "cfg__data__image_dir", None) else "demo")
+    return resolve(path, args, args.flags, args.overrides)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from supernet.runtime import init_distributed, is_main, select_device
+    try:
+        cfg = load_config(args)
+        select_device(get(cfg, "device", "auto"))  # before joining the group: NCCL binds to this card
+        init_distributed()
+        _setup_logging()
+        if args.command == "run":
+            result = train_standalone(cfg)
+            if is_main():
+                print(json.dumps({k: result[k] for k in ("arch", "top1", "top5", "loss", "images_per_s")}))
+        else:
+            build_ground_truth(cfg)
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

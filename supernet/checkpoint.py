@@ -1,0 +1,212 @@
+"""Training checkpoints that survive SIGKILL and can be resumed bit for bit.
+
+A checkpoint is one `paddle.save` file holding a dict: model, optimizer and scheduler state,
+epoch, step, RNG state and any picklable extras. It is written to a temporary file in the
+same directory, fsynced and renamed over the target, so a killed process leaves either the
+old file or the new one, never half of one.
+
+Optimizer state is stored under the model's structured parameter names
+(`blocks.0.conv.weight/velocity`) rather than Paddle's process-global unique names
+(`conv2d_17.w_0_velocity_0`), which depend on how many layers were built before: a resumed
+process, or a second model trained in the same process, would otherwise not find them.
+"""
+
+import glob
+import os
+import pickle
+import re
+import tempfile
+
+import paddle
+
+from encoding import KitError
+
+from .runtime import unwrap
+
+_SPECIAL_KEYS = ("LR_Scheduler", "master_weights")
+
+
+class CheckpointError(KitError):
+    """A checkpoint is missing, unreadable or does not fit the model it is loaded into."""
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path, state: dict):
+    """Atomically write `state` (a dict of tensors, state dicts and picklable values) to `path`."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # mkstemp makes 0600 files; checkpoints should be as readable as open()'s
+    os.close(fd)
+    try:
+        paddle.save(state, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def load_checkpoint(path) -> dict:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = paddle.load(path)
+    except (pickle.UnpicklingError, EOFError, ValueError, RuntimeError, OSError) as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} does not hold a dict (got {type(state).__name__})")
+    return state
+
+
+def _number(path):
+    found = re.findall(r"\d+", os.path.basename(path))
+    return int(found[-1]) if found else -1
+
+
+def list_checkpoints(directory, pattern="epoch_*.pdckpt"):
+    """Checkpoints in `directory` matching `pattern`, ordered by the last number in the name."""
+    paths = [p for p in glob.glob(os.path.join(os.fspath(directory), pattern)) if os.path.isfile(p)]
+    return sorted(paths, key=lambda p: (_number(p), p))
+
+
+def latest_checkpoint(directory, pattern="epoch_*.pdckpt"):
+    """The highest-numbered checkpoint (by name, not mtime), or None when there is none."""
+    paths = list_checkpoints(directory, pattern)
+    return paths[-1] if paths else None
+
+
+def prune_checkpoints(directory, pattern="epoch_*.pdckpt", keep=2):
+    """Delete all but the `keep` highest-numbered checkpoints; return the deleted paths."""
+    paths = list_checkpoints(directory, pattern)
+    doomed = paths[:-keep] if keep > 0 else paths
+    for p in doomed:
+        os.unlink(p)
+    return doomed
+
+
+# --- optimizer state under structured names ---------------------------------------------------
+
+def _param_names(model):
+    """Paddle unique name -> structured name, for every parameter of the (unwrapped) model."""
+    return {p.name: n for n, p in unwrap(model).named_parameters()}
+
+
+def _split_accumulator(key, by_length):
+    """'conv2d_3.w_0_velocity_0' -> ('conv2d_3.w_0', 'velocity'), given names longest first."""
+    for pname in by_length:
+        if key.startswith(pname + "_"):
+            rest = key[len(pname) + 1:]
+            acc = re.sub(r"_\d+$", "", rest)
+            return pname, acc
+    return None, None
+
+
+def optimizer_state(optimizer, model) -> dict:
+    """The optimizer's state dict with accumulators keyed `structured_name/accumulator`."""
+    names = _param_names(model)
+    by_length = sorted(names, key=len, reverse=True)
+    out = {}
+    for key, value in optimizer.state_dict().items():
+        if key in _SPECIAL_KEYS:
+            out[key] = value
+            continue
+        pname, acc = _split_accumulator(key, by_length)
+        if pname is None:
+            raise CheckpointError(f"optimizer state {key!r} belongs to no parameter of the model")
+        out[f"{names[pname]}/{acc}"] = value
+    return out
+
+
+def load_optimizer_state(optimizer, model, state: dict):
+    """Inverse of `optimizer_state` for an optimizer over `model`'s parameters in this process."""
+    structured = {n: p.name for n, p in unwrap(model).named_parameters()}
+    current = {}
+    existing = optimizer.state_dict()
+    by_length = sorted(_param_names(model), key=len, reverse=True)
+    for key in existing:  # accumulators already created keep the names they have
+        if key not in _SPECIAL_KEYS:
+            pname, acc = _split_accumulator(key, by_length)
+            if pname is not None:
+                current[(pname, acc)] = key
+    translated = {}
+    for key, value in state.items():
+        if key in _SPECIAL_KEYS:
+            translated[key] = value
+            continue
+        sname, _, acc = key.rpartition("/")
+        if sname not in structured:
+            raise CheckpointError(f"optimizer state for {sname!r}, which the model does not have")
+        pname = structured[sname]
+        # accumulators not created yet get the first name Paddle will generate for them
+        translated[current.get((pname, acc), f"{pname}_{acc}_0")] = value
+    optimizer.set_state_dict(translated)
+
+
+# --- whole training state ---------------------------------------------------------------------
+
+def training_state(model, optimizer=None, scheduler=None, epoch=0, step=0, rng=None, **extras) -> dict:
+    """The dict `save_checkpoint` stores for a training run (model unwrapped from DataParallel)."""
+    state = {"model": unwrap(model).state_dict(), "epoch": int(epoch), "step": int(step)}
+    if optimizer is not None:
+        state["optimizer"] = optimizer_state(optimizer, model)
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    if rng is not None:
+        state["rng"] = rng
+    state["extras"] = extras
+    return state
+
+
+def load_model_state(model, state_dict, source="checkpoint"):
+    """Load weights, refusing missing, unexpected or mis-shaped tensors (Paddle only warns)."""
+    layer = unwrap(model)
+    own = layer.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"{source} does not fit the model: missing {missing[:5]}"
+                              f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                              f"{'...' if len(unexpected) > 5 else ''}")
+    for k, v in own.items():
+        if list(v.shape) != list(state_dict[k].shape):
+            raise CheckpointError(f"{source}: {k} has shape {list(state_dict[k].shape)}, "
+                                  f"the model expects {list(v.shape)}")
+    layer.set_state_dict(state_dict)
+
+
+def restore_training_state(path, model, optimizer=None, scheduler=None) -> dict:
+    """Load a `training_state` checkpoint into the given objects; return the whole dict
+    (epoch, step, rng, extras) so the caller can restore the rest."""
+    state = load_checkpoint(path)
+    if "model" not in state:
+        raise CheckpointError(f"checkpoint {path} holds no model state")
+    load_model_state(model, state["model"], source=f"checkpoint {path}")
+    if optimizer is not None:
+        if "optimizer" not in state:
+            raise CheckpointError(f"checkpoint {path} holds no optimizer state")
+        load_optimizer_state(optimizer, model, state["optimizer"])
+    if scheduler is not None:
+        if "scheduler" not in state:
+            raise CheckpointError(f"checkpoint {path} holds no LR scheduler state")
+        scheduler.set_state_dict(state["scheduler"])
+    return state

@@ -1,0 +1,324 @@
+"""Datasets: ImageNet-style image files (class folders or list files) and Fashion-MNIST arrays.
+
+Items are drawn by key `(index, epoch, seed)` (a bare int means epoch 0, seed 0): the key seeds
+the sample's augmentation, so the loaders can make every epoch differ yet be reproducible.
+An item is `(image float32 CxHxW, label int64, bad int64)`: when the file at `index` cannot be
+decoded, the next readable index is used instead (deterministic) and `bad` holds the
+unreadable index (else -1), so the loader can count and report it in the main process even
+when the decoding happened in a worker. Only the first unreadable file of a run of them is
+reported by that item; each one is reported when its own index is drawn.
+"""
+
+import os
+
+import numpy as np
+import paddle
+from PIL import Image
+
+from ..config import get
+from .errors import DataError
+from .idx import FASHION_MNIST_DIR, load_fashion_mnist
+from .transforms import (
+    AUGMENTS,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageEval,
+    ImageTrain,
+    SmallImage,
+    sample_rng,
+)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+DATASETS = ("imagenet", "fashion_mnist")
+LAYOUTS = ("auto", "folders", "lists")
+SPLITS = ("train", "val")
+# What PIL raises on truncated, corrupt or vanished files.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+class UnreadableSample(Exception):
+    """Raised by `_load` for a sample that cannot be decoded; never leaves the dataset."""
+
+
+def _split_key(key):
+    if isinstance(key, tuple):
+        index, epoch, seed = key
+        return int(index), int(epoch), int(seed)
+    return int(key), 0, 0
+
+
+class SampleDataset(paddle.io.Dataset):
+    """Base: labelled samples, a transform `(raw, rng) -> array`, unreadable-sample replacement."""
+
+    def __init__(self, labels, transform, classes):
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.transform = transform
+        self.classes = list(classes)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def _load(self, i):
+        raise NotImplementedError
+
+    def describe(self, i):
+        """Human-readable name of sample `i` (a file path for image files)."""
+        return f"sample {i}"
+
+    def __getitem__(self, key):
+        index, epoch, seed = _split_key(key)
+        n = len(self)
+        if not 0 <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} samples")
+        bad = -1
+        for step in range(n):
+            i = (index + step) % n
+            try:
+                raw = self._load(i)
+            except UnreadableSample:
+                if bad < 0:
+                    bad = i
+                continue
+            image = self.transform(raw, sample_rng(seed, epoch, index))
+            return image, np.int64(self.labels[i]), np.int64(bad)
+        raise DataError(f"no sample of this dataset can be read (first tried: {self.describe(index)})")
+
+    def subset(self, indices):
+        raise NotImplementedError
+
+
+class ImageFiles(SampleDataset):
+    """Image files on disk, decoded with PIL as RGB (or 'L' for one-channel models)."""
+
+    def __init__(self, paths, labels, transform, classes, mode="RGB", root=None):
+        super().__init__(labels, transform, classes)
+        self.paths = list(paths)
+        self.mode = mode
+        self.root = root
+        if len(self.paths) != len(self.labels):
+            raise DataError(f"{len(self.paths)} paths but {len(self.labels)} labels")
+
+    def _load(self, i):
+        try:
+            with Image.open(self.paths[i]) as image:
+                return image.convert(self.mode)
+        except DECODE_ERRORS:
+            raise UnreadableSample(self.paths[i]) from None
+
+    def describe(self, i):
+        return self.paths[i]
+
+    def subset(self, indices):
+        idx = np.asarray(indices, dtype=np.int64)
+        return ImageFiles([self.paths[i] for i in idx], self.labels[idx], self.transform, self.classes,
+                          self.mode, self.root)
+
+
+class ArrayImages(SampleDataset):
+    """Images held in memory as a uint8 array [N, H, W] (Fashion-MNIST)."""
+
+    def __init__(self, images, labels, transform, classes):
+        super().__init__(labels, transform, classes)
+        self.images = images
+        if len(images) != len(self.labels):
+            raise DataError(f"{len(images)} images but {len(self.labels)} labels")
+
+    def _load(self, i):
+        return self.images[i]
+
+    def subset(self, indices):
+        idx = np.asarray(indices, dtype=np.int64)
+        return ArrayImages(self.images[idx], self.labels[idx], self.transform, self.classes)
+
+
+# --- ImageNet layouts ----------------------------------------------------------------------------
+
+def _is_image(name):
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def class_folders(split_dir):
+    """Sorted class sub-directory names of `split_dir` (their index is the label)."""
+    if not os.path.isdir(split_dir):
+        raise DataError(f"image directory {split_dir} does not exist")
+    entries = sorted(os.scandir(split_dir), key=lambda e: e.name)
+    classes = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
+    if not classes:
+        loose = sum(1 for e in entries if e.is_file() and _is_image(e.name))
+        hint = (f" ({loose} images lie directly in it: sort them into class folders, or give a "
+                f"{os.path.basename(split_dir)}_list.txt with 'path label' lines)") if loose else ""
+        raise DataError(f"image directory {split_dir} has no class folders{hint}")
+    return classes
+
+
+def scan_folders(split_dir, classes=None):
+    """(paths, labels, classes) of `split_dir/<class>/<image>`, classes sorted by name.
+
+    `classes` fixes the label order (e.g. the training split's for the validation split)."""
+    own = class_folders(split_dir)
+    if classes is None:
+        classes = own
+    else:
+        unknown = sorted(set(own) - set(classes))
+        if unknown:
+            raise DataError(f"{split_dir} has class folders the training split lacks: {unknown[:5]}")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        folder = os.path.join(split_dir, name)
+        if not os.path.isdir(folder):
+            continue
+        files = sorted(e.name for e in os.scandir(folder) if e.is_file() and _is_image(e.name))
+        paths.extend(os.path.join(folder, f) for f in files)
+        labels.extend([label] * len(files))
+    if not paths:
+        raise DataError(f"image directory {split_dir} has class folders but no image files "
+                        f"({', '.join(IMAGE_EXTENSIONS)})")
+    return paths, labels, classes
+
+
+def read_list_file(list_path, root):
+    """(paths, labels) from PaddleClas-style lines `relative/path label` (paths relative to root)."""
+    paths, labels = [], []
+    try:
+        f = open(list_path, encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"list file {list_path} does not exist") from None
+    with f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2:
+                raise DataError(f"{list_path}:{lineno}: expected 'path label', got {line!r}")
+            try:
+                label = int(parts[1])
+            except ValueError:
+                raise DataError(f"{list_path}:{lineno}: label {parts[1]!r} is not an integer") from None
+            if label < 0:
+                raise DataError(f"{list_path}:{lineno}: negative label {label}")
+            paths.append(os.path.join(root, parts[0]))
+            labels.append(label)
+    if not paths:
+        raise DataError(f"list file {list_path} lists no images")
+    if not os.path.isfile(paths[0]):  # one probe catches a wrong image_dir without a 1.3M-file scan
+        raise DataError(f"{list_path}: first listed image {paths[0]} does not exist (is data.image_dir right?)")
+    return paths, labels
+
+
+def image_split(image_dir, split, layout="auto"):
+    """(paths, labels, classes) of one split of an ImageNet-style directory."""
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown data.layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    if not image_dir:
+        raise DataError("data.image_dir is not set (pass --image_dir DIR or data.image_dir=DIR)")
+    if not os.path.isdir(image_dir):
+        raise DataError(f"image directory {image_dir} does not exist")
+    list_path = os.path.join(image_dir, f"{split}_list.txt")
+    split_dir = os.path.join(image_dir, split)
+    if layout == "auto":
+        if os.path.isfile(list_path):
+            layout = "lists"
+        elif os.path.isdir(split_dir):
+            layout = "folders"
+        else:
+            raise DataError(f"{image_dir} has neither {split}_list.txt nor a {split}/ directory of class folders")
+    if layout == "lists":
+        paths, labels = read_list_file(list_path, image_dir)
+        classes = [str(c) for c in range(max(labels) + 1)]
+        return paths, labels, classes
+    train_classes = None
+    if split != "train" and os.path.isdir(os.path.join(image_dir, "train")):
+        train_classes = class_folders(os.path.join(image_dir, "train"))
+    return scan_folders(split_dir, train_classes)
+
+
+# --- subsets -------------------------------------------------------------------------------------
+
+def stratified_subset(labels, n, seed):
+    """Sorted indices of `n` samples whose class mix follows the full set's (seeded, reproducible).
+
+    Each class gets floor(n * share); the leftover places go to the classes with the largest
+    fractional parts (ties broken by the seeded generator); members are drawn without replacement.
+    """
+    labels = np.asarray(labels)
+    total = len(labels)
+    n = int(n)
+    if n <= 0:
+        raise DataError(f"subset size must be positive, got {n}")
+    if n >= total:
+        return np.arange(total, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = n * counts / total
+    quota = np.floor(exact).astype(np.int64)
+    left = n - int(quota.sum())
+    if left:
+        order = np.lexsort((rng.random(len(classes)), -(exact - quota)))
+        quota[order[:left]] += 1
+    chosen = []
+    for c, q in zip(classes, quota, strict=True):
+        members = np.flatnonzero(labels == c)
+        if q:
+            chosen.append(rng.choice(members, size=int(q), replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+# --- from a config -------------------------------------------------------------------------------
+
+def _augment(cfg, augment):
+    kind = get(cfg, "data.augment", "standard") if augment else "none"
+    if kind not in AUGMENTS:
+        raise DataError(f"unknown data.augment {kind!r}: expected one of {', '.join(AUGMENTS)}")
+    return kind
+
+
+def _norm(cfg, mean, std):
+    return tuple(get(cfg, "data.mean", None) or mean), tuple(get(cfg, "data.std", None) or std)
+
+
+def build_dataset(cfg, split="train", augment=None):
+    """The `split` ('train' or 'val') dataset the config describes, subset applied.
+
+    augment: None = augment the training split only. With augmentation the `data.augment`
+    kind applies ('standard': ImageNet RandomResizedCrop + flip, Fashion-MNIST pad-2 random
+    crop + flip; 'flip'; 'none'); without it, the evaluation transform.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: expected 'train' or 'val'")
+    augment = split == "train" if augment is None else augment
+    name = get(cfg, "data.name", "imagenet")
+    resolution = int(get(cfg, "data.resolution"))
+    kind = _augment(cfg, augment)
+    if name == "fashion_mnist":
+        if get(cfg, "data.image_dir", None):
+            raise DataError("data.image_dir is set but data.name is fashion_mnist: set data.name=imagenet "
+                            "(or use configs/imagenet.yaml) to train on an image directory")
+        images, labels = load_fashion_mnist(get(cfg, "data.fashion_mnist_dir", None) or FASHION_MNIST_DIR, split)
+        mean, std = _norm(cfg, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+        transform = SmallImage(resolution, pad=2 if kind == "standard" else 0, flip=kind != "none",
+                               mean=mean, std=std)
+        dataset = ArrayImages(images, labels, transform, [str(c) for c in range(10)])
+    elif name == "imagenet":
+        paths, labels, classes = image_split(get(cfg, "data.image_dir", None), split,
+                                             get(cfg, "data.layout", "auto"))
+        channels = int(get(cfg, "model.in_channels", 3))
+        mode = {3: "RGB", 1: "L"}.get(channels)
+        if mode is None:
+            raise DataError(f"image files can feed models with 1 or 3 input channels, not {channels}")
+        mean, std = _norm(cfg, IMAGENET_MEAN if mode == "RGB" else (0.5,), IMAGENET_STD if mode == "RGB" else (0.5,))
+        if kind == "standard":
+            transform = ImageTrain(resolution, get(cfg, "data.crop_scale", (0.08, 1.0)),
+                                   get(cfg, "data.crop_ratio", (3 / 4, 4 / 3)), mean, std)
+        else:
+            resize = get(cfg, "data.val_resize", None) or int(round(resolution / 0.875))
+            transform = ImageEval(resolution, resize, flip=kind == "flip", mean=mean, std=std)
+        dataset = ImageFiles(paths, labels, transform, classes, mode, root=get(cfg, "data.image_dir"))
+    else:
+        raise DataError(f"unknown data.name {name!r}: expected one of {', '.join(DATASETS)}")
+    size = get(cfg, f"data.{split}_subset", None)
+    if size is not None:
+        dataset = dataset.subset(stratified_subset(dataset.labels, size, get(cfg, "data.subset_seed", 0)))
+    return dataset

@@ -1,0 +1,111 @@
+"""Batches for one rank: sharded, seeded per epoch, with unreadable images counted and reported.
+
+Training shards come from `paddle.io.DistributedBatchSampler` (every rank the same number of
+batches, as data-parallel training needs); its shuffle is seeded by (seed, epoch) rather than
+the epoch alone, so different seeds see different orders. Evaluation shards (`exact_shards`)
+split the indices rank::world without padding, so summed metrics count each sample once.
+"""
+
+import logging
+
+import numpy as np
+import paddle
+from paddle.io import DataLoader, DistributedBatchSampler
+
+from .errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def _shuffle_seed(seed, epoch):
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
+class ShardedBatchSampler(DistributedBatchSampler):
+    """Yields lists of `(index, epoch, seed)` keys; see `datasets` for what the key seeds."""
+
+    def __init__(self, dataset, batch_size, shuffle, drop_last, seed=0, num_replicas=None, rank=None,
+                 exact_shards=False):
+        super().__init__(dataset, batch_size, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         drop_last=drop_last)
+        self.seed = int(seed)
+        self.exact_shards = exact_shards
+        if exact_shards and (shuffle or drop_last):
+            raise DataError("exact_shards is for evaluation: it needs shuffle=False and drop_last=False")
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch):
+        self.logical_epoch = int(epoch)
+        self.epoch = _shuffle_seed(self.seed, epoch)
+
+    def _indices(self):
+        if self.exact_shards:
+            mine = range(self.local_rank, len(self.dataset), self.nranks)
+            return [list(mine[i:i + self.batch_size]) for i in range(0, len(mine), self.batch_size)]
+        seed = self.epoch
+        batches = list(super().__iter__())
+        self.epoch = seed  # the parent advances it; keep the epoch's order reproducible
+        return batches
+
+    def __iter__(self):
+        for batch in self._indices():
+            yield [(int(i), self.logical_epoch, self.seed) for i in batch]
+
+    def __len__(self):
+        if self.exact_shards:
+            mine = len(range(self.local_rank, len(self.dataset), self.nranks))
+            return -(-mine // self.batch_size)
+        return super().__len__()
+
+
+class Loader:
+    """Iterates `(images, labels)` tensors of this rank's shard; call `set_epoch(e)` before each epoch.
+
+    `bad_count` is the number of unreadable images met (and replaced) in the current or last
+    pass; each one is logged with its path once per process.
+    """
+
+    def __init__(self, dataset, batch_size, shuffle, drop_last, num_workers=0, seed=0, num_replicas=None,
+                 rank=None, exact_shards=False):
+        if batch_size <= 0:
+            raise DataError(f"batch size must be positive, got {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.sampler = ShardedBatchSampler(dataset, batch_size, shuffle, drop_last, seed, num_replicas, rank,
+                                           exact_shards)
+        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=int(num_workers),
+                                 return_list=True)
+        self.bad_count = 0
+        self.reported = set()
+
+    def set_epoch(self, epoch):
+        self.sampler.set_epoch(epoch)
+
+    @property
+    def epoch(self):
+        return self.sampler.logical_epoch
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def _note_bad(self, bad):
+        flags = bad.numpy() if isinstance(bad, paddle.Tensor) else np.asarray(bad)
+        for i in flags[flags >= 0]:
+            self.bad_count += 1
+            if int(i) not in self.reported:
+                self.reported.add(int(i))
+                log.warning("unreadable image %s replaced by the next readable sample", self.dataset.describe(int(i)))
+
+    def __iter__(self):
+        self.bad_count = 0
+        for images, labels, bad in self.loader:
+            self._note_bad(bad)
+            yield images, labels
+
+
+def build_loader(dataset, batch_size, shuffle, drop_last, num_workers=0, seed=0, exact_shards=False,
+                 num_replicas=None, rank=None) -> Loader:
+    """A Loader of `batch_size` samples per rank (rank and world size from paddle.distributed
+    unless given). Training: shuffle=True, drop_last=True. Evaluation: shuffle=False,
+    drop_last=False, exact_shards=True."""
+    return Loader(dataset, batch_size, shuffle, drop_last, num_workers, seed, num_replicas, rank, exact_shards)

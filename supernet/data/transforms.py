@@ -1,0 +1,111 @@
+"""Per-sample transforms that draw their randomness from a generator passed in.
+
+Every random choice (crop box, flip) comes from `sample_rng(seed, epoch, index)`, never from
+a global generator, so an image gets the same augmentation whether it is decoded in the main
+process or a worker, with any number of workers, and in a resumed run as in an
+uninterrupted one. Geometry uses `paddle.vision.transforms.functional` on PIL images.
+"""
+
+import math
+
+import numpy as np
+from paddle.vision.transforms import functional as F
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Pixel mean and standard deviation of the 60,000 Fashion-MNIST training images (scaled to [0, 1]).
+FASHION_MNIST_MEAN = (0.2860406,)
+FASHION_MNIST_STD = (0.3530242,)
+
+AUGMENTS = ("standard", "flip", "none")
+
+
+def sample_rng(seed, epoch, index):
+    return np.random.default_rng([int(seed), int(epoch), int(index)])
+
+
+def to_chw(image, mean, std):
+    """PIL image or uint8 HxW(xC) array -> normalised float32 CxHxW."""
+    a = np.asarray(image, dtype=np.float32) / 255.0
+    if a.ndim == 2:
+        a = a[:, :, None]
+    a = (a - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+def random_resized_crop_box(width, height, rng, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), tries=10):
+    """(top, left, h, w) of a crop covering a random fraction `scale` of the area with aspect
+    ratio (w/h) log-uniform in `ratio`; after `tries` misses, the largest centred crop whose
+    aspect ratio lies in `ratio`."""
+    area = width * height
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(tries):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return top, left, h, w
+    own = width / height
+    if own < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif own > ratio[1]:
+        w, h = int(round(height * ratio[1])), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+class ImageTrain:
+    """RandomResizedCrop(resolution, scale, ratio) + RandomHorizontalFlip, then normalise."""
+
+    def __init__(self, resolution, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.resolution, self.scale, self.ratio = int(resolution), tuple(scale), tuple(ratio)
+        self.mean, self.std = mean, std
+
+    def __call__(self, image: Image.Image, rng):
+        top, left, h, w = random_resized_crop_box(image.width, image.height, rng, self.scale, self.ratio)
+        image = F.resize(F.crop(image, top, left, h, w), (self.resolution, self.resolution), "bilinear")
+        if rng.random() < 0.5:
+            image = F.hflip(image)
+        return to_chw(image, self.mean, self.std)
+
+
+class ImageEval:
+    """Resize the shorter side to `resize`, CenterCrop(resolution), optional flip, normalise."""
+
+    def __init__(self, resolution, resize, flip=False, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.resolution, self.resize, self.flip = int(resolution), int(resize), flip
+        self.mean, self.std = mean, std
+
+    def __call__(self, image: Image.Image, rng):
+        image = F.center_crop(F.resize(image, self.resize, "bilinear"), self.resolution)
+        if self.flip and rng.random() < 0.5:
+            image = F.hflip(image)
+        return to_chw(image, self.mean, self.std)
+
+
+class SmallImage:
+    """Grey-scale arrays (Fashion-MNIST): optional zero-pad + random crop back to size, optional
+    horizontal flip, resize to `resolution` when it differs, normalise."""
+
+    def __init__(self, resolution, pad=0, flip=False, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD):
+        self.resolution, self.pad, self.flip = int(resolution), int(pad), flip
+        self.mean, self.std = mean, std
+
+    def __call__(self, image: np.ndarray, rng):
+        h, w = image.shape
+        if self.pad:
+            padded = np.pad(image, self.pad)
+            top = int(rng.integers(0, 2 * self.pad + 1))
+            left = int(rng.integers(0, 2 * self.pad + 1))
+            image = padded[top:top + h, left:left + w]
+        if self.flip and rng.random() < 0.5:
+            image = image[:, ::-1]
+        if (h, w) != (self.resolution, self.resolution):
+            image = F.resize(Image.fromarray(np.ascontiguousarray(image)), (self.resolution, self.resolution),
+                             "bilinear")
+        return to_chw(image, self.mean, self.std)

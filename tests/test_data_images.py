@@ -1,0 +1,215 @@
+"""ImageNet-style data: both layouts, corrupt files, start-up errors, transforms and sharding."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from supernet.data import DataError, build_dataset, build_loader, image_split, stratified_subset
+from supernet.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageEval,
+    ImageTrain,
+    random_resized_crop_box,
+    sample_rng,
+)
+
+CLASSES = ("cat", "dog", "eel")
+BAD = os.path.join("train", "dog", "0_bad.jpg")  # sorts first in its class: index 3
+
+
+def write_image_tree(root, per_class=3, val_per_class=2, size=(40, 36), corrupt=True, lists=True):
+    """Tiny ImageNet-style tree: train/ and val/ class folders (JPEG, PNG, grey and RGBA images),
+    one corrupt JPEG in train/dog, and matching train_list.txt / val_list.txt."""
+    rng = np.random.default_rng(0)
+    lines = {"train": [], "val": []}
+    for split, n in (("train", per_class), ("val", val_per_class)):
+        for label, name in enumerate(CLASSES):
+            os.makedirs(os.path.join(root, split, name), exist_ok=True)
+            if split == "train" and name == "dog" and corrupt:
+                with open(os.path.join(root, BAD), "wb") as f:
+                    f.write(b"\xff\xd8\xff\xe0 this is not a JPEG")
+                lines[split].append(f"{BAD} {label}")
+            for i in range(n):
+                pixels = (rng.random((size[1], size[0], 3)) * 60 + 80 * label).astype(np.uint8)
+                image = Image.fromarray(pixels)
+                ext = ".png" if i % 2 else ".jpg"
+                if i == 1:
+                    image = image.convert("RGBA")
+                elif i == 2:
+                    image = image.convert("L")
+                rel = os.path.join(split, name, f"{i + 1}{ext}")
+                image.save(os.path.join(root, rel))
+                lines[split].append(f"{rel} {label}")
+    if lists:
+        for split, rows in lines.items():
+            with open(os.path.join(root, f"{split}_list.txt"), "w") as f:
+                f.write("\n".join(rows) + "\n")
+    return root
+
+
+def _cfg(root, layout="auto", **data):
+    d = {"name": "imagenet", "image_dir": root and str(root), "layout": layout, "resolution": 32, "val_resize": 36}
+    d.update(data)
+    return {"data": d, "model": {"in_channels": 3}}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return write_image_tree(str(tmp_path_factory.mktemp("imgs")))
+
+
+def test_folder_layout_counts_labels_and_order(tree):
+    paths, labels, classes = image_split(tree, "train", "folders")
+    assert classes == list(CLASSES)
+    assert labels == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
+    assert paths[3] == os.path.join(tree, BAD)
+    assert [os.path.basename(p) for p in paths[:3]] == ["1.jpg", "2.png", "3.jpg"]
+
+
+def test_list_layout_matches_folders_and_auto_prefers_lists(tree):
+    folders = image_split(tree, "val", "folders")
+    lists = image_split(tree, "val", "lists")
+    assert lists[0] == folders[0] and list(lists[1]) == list(folders[1])
+    assert lists[2] == ["0", "1", "2"]
+    assert build_dataset(_cfg(tree, "auto"), "train").paths == image_split(tree, "train", "lists")[0]
+
+
+def test_corrupt_image_is_replaced_counted_and_logged_once(tree, caplog):
+    ds = build_dataset(_cfg(tree, "folders"), "train", augment=True)
+    loader = build_loader(ds, batch_size=4, shuffle=False, drop_last=False, num_workers=0, seed=1)
+    with caplog.at_level(logging.WARNING, logger="supernet.data"):
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            labels = np.concatenate([y.numpy() for _, y in loader])
+            # the corrupt file (index 3, a dog) is replaced by the next sample, also a dog
+            assert labels.tolist() == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
+            assert loader.bad_count == 1
+    warnings = [r.getMessage() for r in caplog.records if "unreadable image" in r.getMessage()]
+    assert warnings == [f"unreadable image {os.path.join(tree, BAD)} replaced by the next readable sample"]
+    image, label, bad = ds[3]
+    assert image.shape == (3, 32, 32) and image.dtype == np.float32 and label == 1 and bad == 3
+    # the replacement is the next file, augmented with the draw of the index asked for
+    np.testing.assert_array_equal(image, ds.transform(ds._load(4), sample_rng(0, 0, 3)))
+
+
+def test_bad_count_survives_worker_processes(tree):
+    ds = build_dataset(_cfg(tree, "lists"), "train")
+    loader = build_loader(ds, batch_size=3, shuffle=True, drop_last=False, num_workers=1, seed=0)
+    n = sum(len(y) for _, y in loader)
+    assert n == len(ds) == 10 and loader.bad_count == 1
+
+
+def test_startup_errors_name_the_path(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError, match=f"image directory {missing} does not exist"):
+        build_dataset(_cfg(missing), "train")
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match=f"image directory {tmp_path}/empty/train has no class folders"):
+        build_dataset(_cfg(tmp_path / "empty"), "train")
+    (tmp_path / "bare" / "train" / "cls").mkdir(parents=True)
+    with pytest.raises(DataError, match="train has class folders but no image files"):
+        build_dataset(_cfg(tmp_path / "bare"), "train")
+    flat = tmp_path / "flat" / "val"
+    flat.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(flat / "ILSVRC2012_val_00000001.JPEG")
+    with pytest.raises(DataError, match="1 images lie directly in it.*val_list.txt"):
+        build_dataset(_cfg(tmp_path / "flat"), "val")
+    with pytest.raises(DataError, match=f"{tmp_path}/empty has neither val_list.txt nor a val/ directory"):
+        build_dataset(_cfg(tmp_path / "empty"), "val")
+    with pytest.raises(DataError, match="data.image_dir is not set"):
+        build_dataset(_cfg(None), "train")
+
+
+def test_list_file_errors_point_at_the_line(tmp_path):
+    (tmp_path / "train_list.txt").write_text("a.jpg 0\nb.jpg x\n")
+    with pytest.raises(DataError, match=r"train_list.txt:2: label 'x' is not an integer"):
+        build_dataset(_cfg(tmp_path, "lists"), "train")
+    (tmp_path / "train_list.txt").write_text("a.jpg 0\n")
+    with pytest.raises(DataError, match=f"first listed image {tmp_path}/a.jpg does not exist"):
+        build_dataset(_cfg(tmp_path, "lists"), "train")
+    (tmp_path / "train_list.txt").write_text("\n")
+    with pytest.raises(DataError, match="lists no images"):
+        build_dataset(_cfg(tmp_path, "lists"), "train")
+    with pytest.raises(DataError, match="unknown data.layout 'tree'"):
+        build_dataset(_cfg(tmp_path, "tree"), "train")
+
+
+def test_normalisation_of_a_flat_image_by_hand():
+    image = Image.new("RGB", (50, 40), (51, 102, 204))
+    out = ImageEval(32, 36)(image, np.random.default_rng(0))
+    assert out.shape == (3, 32, 32)
+    for c, v in enumerate((51, 102, 204)):
+        np.testing.assert_allclose(out[c], (v / 255 - IMAGENET_MEAN[c]) / IMAGENET_STD[c], rtol=1e-5)
+
+
+def test_eval_transform_is_resize_then_centre_crop():
+    # a 64x48 image whose columns encode x: after resizing the shorter side 48 -> 36 (x scale 0.75)
+    # and centre-cropping 32, output column j shows source column about (j + 8) / 0.75
+    x = np.tile(np.arange(64, dtype=np.uint8) * 3, (48, 1))
+    image = Image.fromarray(np.stack([x] * 3, axis=2))
+    out = ImageEval(32, 36, mean=(0, 0, 0), std=(1, 1, 1))(image, None)
+    source = (np.arange(32) + 8 + 0.5) / 0.75 - 0.5
+    np.testing.assert_allclose(out[0, 16] * 255, source * 3, atol=3.5)
+
+
+def test_random_resized_crop_box_bounds_and_fallback_by_hand():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        top, left, h, w = random_resized_crop_box(60, 40, rng)
+        assert 0 <= top and top + h <= 40 and 0 <= left and left + w <= 60
+        assert 0.08 * 2400 * 0.8 <= h * w <= 2400
+    # an impossible scale forces the fallback: widest centred crop with aspect ratio <= 4/3
+    assert random_resized_crop_box(100, 10, rng, scale=(2.0, 3.0)) == (0, 43, 10, 13)
+    assert random_resized_crop_box(10, 100, rng, scale=(2.0, 3.0)) == (43, 0, 13, 10)
+    assert random_resized_crop_box(30, 30, rng, scale=(2.0, 3.0)) == (0, 0, 30, 30)
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index(tree):
+    ds = build_dataset(_cfg(tree, "folders"), "train", augment=True)
+    assert isinstance(ds.transform, ImageTrain)
+    a = ds[(0, 1, 7)][0]
+    np.testing.assert_array_equal(a, ds[(0, 1, 7)][0])
+    assert not np.array_equal(a, ds[(0, 2, 7)][0])
+    assert not np.array_equal(a, ds[(0, 1, 8)][0])
+
+
+def test_shards_and_shuffles(tree):
+    ds = build_dataset(_cfg(tree, "folders", train_subset=None), "train")
+
+    def order(rank, epoch, seed, **kw):
+        loader = build_loader(ds, 2, num_workers=0, seed=seed, num_replicas=2, rank=rank, **kw)
+        loader.set_epoch(epoch)
+        return [i for batch in loader.sampler for i, _, _ in batch]
+
+    train = dict(shuffle=True, drop_last=False)
+    r0, r1 = order(0, 0, 0, **train), order(1, 0, 0, **train)
+    assert len(r0) == len(r1) == 5 and sorted(r0 + r1) == list(range(10))
+    assert order(0, 0, 0, **train) == r0  # reproducible
+    assert order(0, 1, 0, **train) != r0 and order(0, 0, 1, **train) != r0  # epoch and seed matter
+    evaluation = dict(shuffle=False, drop_last=False, exact_shards=True)
+    assert order(0, 0, 0, **evaluation) == [0, 2, 4, 6, 8] and order(1, 0, 0, **evaluation) == [1, 3, 5, 7, 9]
+    with pytest.raises(DataError, match="exact_shards is for evaluation"):
+        build_loader(ds, 2, shuffle=True, drop_last=False, exact_shards=True)
+
+
+def test_stratified_subset_by_hand():
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    # exact shares for 4 of 10: 2.4, 1.2, 0.4 -> floors 2, 1, 0; the leftover place goes to class 2
+    idx = stratified_subset(labels, 4, seed=3)
+    assert np.bincount(labels[idx]).tolist() == [2, 1, 1]
+    np.testing.assert_array_equal(idx, stratified_subset(labels, 4, seed=3))
+    assert len({tuple(stratified_subset(labels, 4, seed=s)) for s in range(10)}) > 1
+    np.testing.assert_array_equal(stratified_subset(labels, 50, seed=0), np.arange(10))
+    with pytest.raises(DataError, match="subset size must be positive, got 0"):
+        stratified_subset(labels, 0, seed=0)
+
+
+def test_image_subset_from_config(tree):
+    ds = build_dataset(_cfg(tree, "folders", train_subset=6, subset_seed=4), "train")
+    again = build_dataset(_cfg(tree, "folders", train_subset=6, subset_seed=4), "train")
+    assert len(ds) == 6 and ds.paths == again.paths
+    assert np.bincount(ds.labels).tolist() == [2, 2, 2]
