@@ -265,6 +265,7 @@ def train_standalone(cfg, arch_id=None):
     that is also written to `<output>/result.json`."""
     import paddle
 
+    from evaluate.ledger import Ledger, ledger_path, read_records, summarize, summary_line
     from supernet.checkpoint import (
         CheckpointError,
         prune_checkpoints,
@@ -349,9 +350,14 @@ def train_standalone(cfg, arch_id=None):
         net = paddle.DataParallel(model) if world > 1 else model
 
         eval_every = int(train.get("eval_every") or 0)
+        rank = paddle.distributed.get_rank() if world > 1 else 0
+        ledger_file = ledger_path(out_dir, "standalone", rank, world)
+        ledger = Ledger(ledger_file, "standalone", rank=rank)
         for epoch in range(start_epoch, max_epoch):
             train_loader.set_epoch(epoch)
-            record = _train_epoch(net, train_loader, optimizer, scheduler, epoch, max_epoch, global_batch)
+            with ledger.phase(f"epoch_{epoch + 1}", epoch=epoch + 1) as phase:
+                record = _train_epoch(net, train_loader, optimizer, scheduler, epoch, max_epoch, global_batch)
+                phase.images = len(train_loader) * (global_batch // world)  # this rank's share
             if eval_every and (epoch + 1) % eval_every == 0 and epoch + 1 < max_epoch:
                 record["val"] = evaluate_classifier(model, val_loader)
             history.append(record)
@@ -370,7 +376,12 @@ def train_standalone(cfg, arch_id=None):
                 prune_checkpoints(ckpt_dir, CHECKPOINT_PATTERN, keep=max(1, int(train.get("keep_checkpoints", 2))))
             barrier()
 
-        metrics = evaluate_classifier(model, val_loader)
+        with ledger.phase("final_eval") as phase:
+            metrics = evaluate_classifier(model, val_loader)
+            phase.images = metrics["count"] if rank == 0 else 0  # a global count: ranks' ledgers add up
+        ledger.close()
+        # The whole run, earlier sittings included: the file keeps every phase across resumes.
+        ledger_summary = summarize(read_records(ledger_file), "standalone")
         params, macs = costs([arch], spec, resolution=int(get(cfg, "data.resolution")))
         train_seconds = sum(r["seconds"] for r in history)
         result = {
@@ -384,12 +395,14 @@ def train_standalone(cfg, arch_id=None):
             "params": int(params[0]), "macs": int(macs[0]),
             "bad_images": sum(r["bad_images"] for r in history) + metrics["bad_images"],
             "history": history, "recipe": recipe(cfg), "config": cfg,
+            "ledger": ledger_summary,
         }
         if is_main():
             save_checkpoint(os.path.join(out_dir, "model.pdparams"), model.state_dict())
             atomic_write_json(os.path.join(out_dir, "result.json"), result, indent=1)
             log.info("%s: top1 %.4f top5 %.4f loss %.4f; %s", code, result["top1"], result["top5"], result["loss"],
                      os.path.join(out_dir, "result.json"))
+            log.info(summary_line(ledger_summary))
         barrier()
     return result
 

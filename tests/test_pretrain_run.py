@@ -51,6 +51,14 @@ def test_official_command_trains_on_the_image_dir_and_writes_a_result(images, tm
     assert f"unreadable image {os.path.join(images, BAD)}" in log
     assert json.loads(proc.stdout.strip().splitlines()[-1])["top1"] == result["top1"]
     assert sorted(os.listdir(tmp_path / "out" / "checkpoints")) == ["epoch_0001.pdckpt"]
+    # the time/energy ledger: one epoch of 3 steps x 8 images, then the 6 validation images
+    records = [json.loads(line) for line in (tmp_path / "out" / "ledger-standalone.jsonl").read_text().splitlines()]
+    phases = [r for r in records if r["type"] == "phase"]
+    assert [(p["phase"], p["images"]) for p in phases] == [("epoch_1", 24), ("final_eval", 6)]
+    assert result["ledger"]["images"] == 30 and result["ledger"]["phases"] == 2
+    assert result["ledger"]["seconds"] == pytest.approx(sum(p["seconds"] for p in phases))
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert "standalone training: " in log and "30 images, 2 phases" in log
 
 
 def _weights(path):
