@@ -1,0 +1,273 @@
+"""`python -m evaluate run|fidelity|merge|latency`: score subnets from a supernet's shared weights.
+
+  run       every code of an architecture list: top-1, top-5, loss -> RESULTS_DIR/results.json
+            (resumable; under `python -m paddle.distributed.launch ... evaluate/__main__.py run`
+            each rank takes ids[rank::world])
+  fidelity  does a cheaper setting rank a seeded sample of subnets like the full one, and how
+            much faster is it?
+  merge     write results.json from complete shards (run does this itself when it finishes)
+  latency   measured latency of subnets (evaluate/latency.py)
+
+paddle.distributed.launch runs scripts, not modules, so this file also works as a script.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a script (the distributed launcher): import from the repo root
+    _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        sys.path[0] = _root
+    else:
+        sys.path.insert(0, _root)
+
+from encoding import KitError, read_arch_list  # noqa: E402
+from supernet.config import Flag, add_flags, default_config, get, net_spec, resolve  # noqa: E402
+
+# Test hook: SIGKILL this process after it has appended this many records (resume tests).
+KILL_AFTER_ENV = "EVALUATE_KILL_AFTER_RECORDS"
+
+COMMON_FLAGS = [
+    Flag("--checkpoint", "evaluate.checkpoint", str,
+         "supernet training checkpoint (dict with 'model') or plain supernet state dict (.pdparams)"),
+    Flag("--official", "evaluate.official", str, "the challenge's resnet48.pdparams, loaded into the supernet"),
+    Flag("--archs", "evaluate.archs", str, "architecture list JSON ({id: {'arch': CODE, ...}})"),
+    Flag("--calibration", "evaluate.calibration.mode", str, "BN statistics: none | recalibrate"),
+    Flag("--calib_batches", "evaluate.calibration.batches", int, "calibration batches K"),
+    Flag("--batch_size", "evaluate.batch_size", int, "inference batch size"),
+    Flag("--subset", "evaluate.subset", int, "evaluation images (0 = whole split)"),
+    Flag("--amp", "evaluate.amp", str, "none | bf16 | fp16 (GPU only)"),
+    Flag("--device", "device", str, "auto | cpu | gpu"),
+]
+RUN_FLAGS = COMMON_FLAGS + [Flag("--out", "evaluate.out", str, "results directory")]
+FIDELITY_FLAGS = COMMON_FLAGS + [
+    Flag("--sample", "evaluate.fidelity.sample", int, "subnets in the seeded sample"),
+    Flag("--report", "evaluate.fidelity.report", str, "also write the table as JSON here"),
+]
+
+
+def _say(msg, rank=0):
+    if rank == 0:
+        print(msg, flush=True)
+
+
+def _required(cfg, key, option):
+    value = get(cfg, key, None)
+    if value in (None, ""):
+        raise KitError(f"{option} is required (config key {key})")
+    return value
+
+
+def check_codes(entries, source):
+    """Raise KitError naming every code the supernet cannot run (first 20 and a count)."""
+    from encoding import CodeError, parse
+    from supernet.model import check_ties
+
+    bad = []
+    for e in entries:
+        try:
+            check_ties(parse(e.code), e.code)
+        except CodeError as err:
+            bad.append(f"{e.id}: {err}")
+    if bad:
+        shown = "\n  ".join(bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise KitError(f"{len(bad)} of {len(entries)} codes in {source} are invalid; nothing was evaluated:\n"
+                       f"  {shown}{more}")
+
+
+def run_settings(cfg, weights_path):
+    """What decides the numbers in a results directory (pinned by its manifest)."""
+    from evaluate.inputs import calibration_settings, eval_settings, file_sha256, weights_source
+
+    kind, _ = weights_source(cfg)
+    return {
+        "weights": {"kind": kind, "sha256": file_sha256(weights_path)},
+        "model": net_spec(cfg).to_dict(),
+        "eval": eval_settings(cfg),
+        "calibration": calibration_settings(cfg),
+        "amp": str(get(cfg, "evaluate.amp")),
+    }
+
+
+def _chunks(items, n):
+    n = max(1, int(n))
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def _open_ledger(out, rank, world):
+    from evaluate.ledger import Ledger, ledger_path
+
+    return Ledger(ledger_path(out, "evaluate", rank, world), "evaluate", rank=rank)
+
+
+def evaluate_pending(cfg, store, pending, share_size, rank, world, device):
+    """Evaluate `pending` entries, appending one fsynced record per subnet; return the count."""
+    from tqdm import tqdm
+
+    from evaluate.evaluator import SubnetEvaluator, amp_dtype
+    from evaluate.inputs import build_calibration_batches, build_eval_set, load_supernet
+
+    t0 = time.perf_counter()
+    on_gpu = device.startswith("gpu")
+    amp = amp_dtype(get(cfg, "evaluate.amp"), device)
+    model = load_supernet(cfg)
+    eval_set = build_eval_set(cfg, on_gpu)
+    calib = build_calibration_batches(cfg)
+    mode = get(cfg, "evaluate.calibration.mode")
+    evaluator = SubnetEvaluator(model, eval_set, get(cfg, "evaluate.batch_size"), mode, calib, amp)
+    _say(f"setup {time.perf_counter() - t0:.1f} s on {device}: {len(eval_set)} evaluation images "
+         f"{list(eval_set.shape[1:])} ({'device' if eval_set.on_device else 'host'} cache), "
+         f"calibration '{mode}' with {len(calib)} batches", rank)
+    kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
+    show = bool(get(cfg, "evaluate.progress", True)) and rank == 0
+    bar = tqdm(total=share_size, initial=share_size - len(pending), unit="subnet", disable=not show,
+               desc=f"rank {rank}/{world}" if world > 1 else "evaluate", dynamic_ncols=True)
+    ledger = _open_ledger(get(cfg, "evaluate.out"), rank, world)
+    done, start = 0, time.perf_counter()
+    try:
+        with store.open(rank):
+            for chunk in _chunks(pending, get(cfg, "evaluate.ledger_chunk", 100)):
+                c0, e0 = evaluator.calibration_seconds, evaluator.eval_seconds
+                with ledger.phase("subnets", images=len(chunk) * evaluator.images_per_subnet,
+                                  subnets=len(chunk)) as phase:
+                    for entry in chunk:
+                        result = evaluator.evaluate(entry.code)
+                        store.append({"id": entry.id, "code": entry.code, **result})
+                        done += 1
+                        if kill_after and done >= kill_after:
+                            os.kill(os.getpid(), signal.SIGKILL)
+                        bar.update(1)
+                        bar.set_postfix_str(f"{60.0 * done / (time.perf_counter() - start):.1f} subnets/min")
+                    phase.extra.update(calibration_seconds=evaluator.calibration_seconds - c0,
+                                       eval_seconds=evaluator.eval_seconds - e0)
+    finally:
+        bar.close()
+        ledger.close()
+    from evaluate.ledger import summary_line
+
+    _say(summary_line(ledger.summary(subnets=done)), rank)
+    return done
+
+
+def cmd_run(args):
+    cfg = resolve(args.config, args, RUN_FLAGS, args.overrides)
+    archs = _required(cfg, "evaluate.archs", "--archs")
+    out = _required(cfg, "evaluate.out", "--out")
+    entries = read_arch_list(archs)
+    check_codes(entries, archs)
+
+    from evaluate.inputs import check_settings, weights_source
+    from evaluate.results_store import ResultsStore, rank_share
+    from supernet.runtime import barrier, init_distributed, select_device
+
+    check_settings(cfg)
+    _, weights_path = weights_source(cfg)
+    rank, world = init_distributed()
+    store = ResultsStore(out, entries)
+    store.check_manifest(run_settings(cfg, weights_path))
+    dropped = store.repair(rank)
+    if dropped:
+        print(f"rank {rank}: dropped a torn last record ({dropped} bytes) from {store.shard_path(rank)}",
+              file=sys.stderr)
+    done = store.records()
+    share = rank_share(entries, rank, world)
+    pending = store.pending(rank, world, done)
+    _say(f"{len(entries)} codes, {len(done)} already done; rank {rank} of {world}: "
+         f"{len(pending)} of its {len(share)} to evaluate", rank)
+    if pending:
+        device = select_device(get(cfg, "device", "auto"))
+        evaluate_pending(cfg, store, pending, len(share), rank, world, device)
+    barrier()
+    if rank == 0:
+        path = store.merge()
+        if path is None:
+            missing = store.missing()
+            _say(f"{len(missing)} codes still have no result (first: {missing[0].id}); "
+                 f"rerun to finish them")
+            return 1
+        _say(f"wrote {path} ({len(entries)} records)")
+    return 0
+
+
+def cmd_merge(args):
+    cfg = resolve(args.config, args, [Flag("--archs", "evaluate.archs", str, ""),
+                                      Flag("--out", "evaluate.out", str, "")], args.overrides)
+    archs, out = _required(cfg, "evaluate.archs", "--archs"), _required(cfg, "evaluate.out", "--out")
+    from evaluate.results_store import ResultsStore
+
+    store = ResultsStore(out, read_arch_list(archs))
+    path = store.merge()
+    if path is None:
+        missing = store.missing()
+        print(f"error: {len(missing)} of {len(store.entries)} codes have no result yet "
+              f"(first: {', '.join(e.id for e in missing[:5])}); run `python -m evaluate run` to finish them",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {path} ({len(store.entries)} records)")
+    return 0
+
+
+def cmd_fidelity(args):
+    cfg = resolve(args.config, args, FIDELITY_FLAGS, args.overrides)
+    archs = _required(cfg, "evaluate.archs", "--archs")
+    entries = read_arch_list(archs)
+    check_codes(entries, archs)
+    from evaluate.fidelity import format_table, run_fidelity, setting_configs
+    from evaluate.inputs import check_settings
+
+    for _, setting in setting_configs(cfg):
+        check_settings(setting)
+    from supernet.runtime import select_device
+
+    device = select_device(get(cfg, "device", "auto"))
+    report = run_fidelity(cfg, entries, device, log=print)
+    print(format_table(report))
+    path = get(cfg, "evaluate.fidelity.report", None)
+    if path:
+        from encoding import atomic_write_json
+
+        atomic_write_json(path, report, indent=1)
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    specs = (("run", RUN_FLAGS, cmd_run, "evaluate every code of an architecture list"),
+             ("fidelity", FIDELITY_FLAGS, cmd_fidelity, "rank fidelity and speed of cheaper settings"),
+             ("merge", [Flag("--archs", "evaluate.archs", str, "architecture list JSON"),
+                        Flag("--out", "evaluate.out", str, "results directory")], cmd_merge,
+              "write results.json from complete shards"))
+    for name, flags, func, help_text in specs:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", default=default_config("demo"), help="YAML config (default: configs/demo.yaml)")
+        add_flags(p, flags)
+        p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. evaluate.subset=500)")
+        p.set_defaults(func=func)
+    sub.add_parser("latency", help="measured subnet latency (see `python -m evaluate latency -h`)")
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "latency":
+        from evaluate.latency import main as latency_main
+
+        return latency_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Top-1, top-5 and loss of subnets of one loaded supernet on cached images.
+
+One supernet, one evaluation set and one set of calibration batches serve the whole list: a
+subnet is a `set_active` call, optional BN recalibration, a no-grad pass over the cached
+images and a restore of the statistics it changed. Nothing is built or loaded per subnet.
+"""
+
+import time
+import warnings
+
+import paddle
+import paddle.nn.functional as F
+
+from encoding import KitError
+
+from .calibration import MODES, BNSnapshot, autocast, recalibrate
+
+AMP_DTYPES = {"none": None, "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
+
+
+def amp_dtype(name, device):
+    """Paddle's AMP dtype for the config's `amp` name on `device`, or None (CPU: with a warning)."""
+    key = "none" if name in (None, False) else str(name).lower()
+    if key not in AMP_DTYPES:
+        raise KitError(f"unknown amp setting {name!r}: expected one of none, bf16, fp16")
+    dtype = AMP_DTYPES[key]
+    if dtype is not None and not str(device).startswith("gpu"):
+        warnings.warn(f"amp={name} ignored on {device}: mixed precision is used on GPU only", stacklevel=2)
+        return None
+    return dtype
+
+
+def evaluate_model(model, eval_set, batch_size, amp=None):
+    """(top1, top5, mean cross-entropy) of `model` in eval mode over `eval_set`.
+
+    Counts stay on the device until the end, so there is one host sync per call.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum = paddle.zeros([], dtype="float64")
+    hit1 = paddle.zeros([], dtype="int64")
+    hit5 = paddle.zeros([], dtype="int64")
+    try:
+        with paddle.no_grad():
+            for x, y in eval_set.batches(batch_size):
+                with autocast(amp):
+                    logits = model(x)
+                logits = logits.astype("float32")
+                k = min(5, logits.shape[1])
+                top = paddle.topk(logits, k=k, axis=1).indices
+                hits = (top == y.unsqueeze(1)).astype("int64")
+                hit1 += hits[:, 0].sum()
+                hit5 += hits.sum()
+                loss_sum += F.cross_entropy(logits, y, reduction="sum").astype("float64")
+    finally:
+        if was_training:
+            model.train()
+    n = len(eval_set)
+    return hit1.item() / n, hit5.item() / n, loss_sum.item() / n
+
+
+class SubnetEvaluator:
+    """Evaluates subnets of `supernet` one at a time, each from the supernet's stored state.
+
+    mode: 'none' (stored BN statistics) or 'recalibrate' (cumulative average over
+    `calib_batches`, then restored, so results do not depend on list order).
+    """
+
+    def __init__(self, supernet, eval_set, batch_size, mode="none", calib_batches=None, amp=None):
+        if mode not in MODES:
+            raise KitError(f"unknown calibration mode {mode!r}: expected one of {', '.join(MODES)}")
+        if mode == "recalibrate" and not calib_batches:
+            raise KitError("calibration mode 'recalibrate' needs calibration batches (calibration.batches >= 1)")
+        if batch_size < 1:
+            raise KitError(f"evaluation batch size must be >= 1, got {batch_size}")
+        self.supernet = supernet
+        self.eval_set = eval_set
+        self.batch_size = int(batch_size)
+        self.mode = mode
+        self.calib_batches = list(calib_batches or [])
+        self.amp = amp
+        self.sync = paddle.device.get_device().startswith("gpu")
+        self.snapshot = BNSnapshot(supernet.dynamic_bn_layers()) if mode == "recalibrate" else None
+        self.calibration_seconds = 0.0
+        self.eval_seconds = 0.0
+
+    @property
+    def images_per_subnet(self):
+        calib = sum(int(b.shape[0]) for b in self.calib_batches) if self.mode == "recalibrate" else 0
+        return calib + len(self.eval_set)
+
+    def evaluate(self, arch):
+        """{'top1', 'top5', 'loss', 'calibration', 'seconds'} of one code (or Arch)."""
+        t0 = time.perf_counter()
+        self.supernet.set_active(arch)
+        layers = None
+        try:
+            if self.mode == "recalibrate":
+                layers = self.supernet.dynamic_bn_layers(active_only=True)
+                recalibrate(self.supernet, self.calib_batches, layers, amp=self.amp)
+                if self.sync:  # only so the calibration/evaluation time split is right on a GPU
+                    paddle.device.synchronize()
+            t1 = time.perf_counter()
+            top1, top5, loss = evaluate_model(self.supernet, self.eval_set, self.batch_size, amp=self.amp)
+        finally:
+            if layers is not None:
+                self.snapshot.restore(layers)
+        t2 = time.perf_counter()
+        self.calibration_seconds += t1 - t0
+        self.eval_seconds += t2 - t1
+        return {"top1": top1, "top5": top5, "loss": loss, "calibration": self.mode, "seconds": t2 - t0}

@@ -1,0 +1,149 @@
+"""Proxy fidelity: do cheaper evaluation settings rank subnets like the full one, and how much cheaper?
+
+Fewer images, lower resolution, fewer or no calibration batches all make evaluating 45,000
+subnets faster, but only a setting that keeps the ranking is worth it (EcoNAS). This
+evaluates one seeded sample of subnets under the full setting and under each cheap setting
+from the config, and reports Kendall tau, Spearman and precision@top-fraction against the
+full setting with the per-subnet speed-up measured in the same process. The supernet is
+loaded once; each setting starts from the checkpoint's statistics (the evaluator restores
+them), and cached images are shared between settings that use the same ones.
+"""
+
+import copy
+import json
+import time
+
+import numpy as np
+
+from encoding import KitError
+from supernet.config import get, set_key
+
+from .evaluator import SubnetEvaluator, amp_dtype
+from .inputs import build_calibration_batches, build_eval_set, calibration_settings, eval_settings, load_supernet
+
+METRICS = ("top1", "top5", "loss")
+FIXED_SECTIONS = ("model", "device")
+FIXED_KEYS = ("evaluate.checkpoint", "evaluate.official", "evaluate.archs", "evaluate.fidelity")
+
+
+def sample_entries(entries, n, seed):
+    """A seeded sample of `n` entries (all of them when n >= len), in list order."""
+    if n is None or int(n) >= len(entries):
+        return list(entries)
+    if int(n) < 2:
+        raise KitError(f"fidelity needs a sample of at least 2 subnets, got {n}")
+    idx = np.sort(np.random.default_rng(int(seed)).choice(len(entries), size=int(n), replace=False))
+    return [entries[i] for i in idx]
+
+
+def setting_configs(cfg):
+    """[(name, config)]: the full setting, then each cheap setting's overrides applied to it."""
+    out = [("full", cfg)]
+    for i, item in enumerate(get(cfg, "evaluate.fidelity.settings", None) or []):
+        if not isinstance(item, dict) or "name" not in item or not isinstance(item.get("set"), dict):
+            raise KitError(f"evaluate.fidelity.settings[{i}] must be a mapping with 'name' and 'set' "
+                           f"(a mapping of config keys to values), got {item!r}")
+        c = copy.deepcopy(cfg)
+        for key, value in item["set"].items():
+            if str(key).split(".")[0] in FIXED_SECTIONS or key in FIXED_KEYS:
+                raise KitError(f"cheap setting {item['name']!r} changes {key!r}: the model, its weights, the "
+                               f"device and the list are shared by all settings; vary evaluate.* and data.* keys")
+            set_key(c, key, value)
+        out.append((str(item["name"]), c))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise KitError(f"cheap setting names must be distinct (and not 'full'): {names}")
+    return out
+
+
+def _rank_value(results, metric):
+    """Higher is better for ranking: accuracies as they are, loss negated."""
+    values = np.array([r[metric] for r in results], dtype=np.float64)
+    return -values if metric == "loss" else values
+
+
+def compare(full, cheap, metric="top1", top_fraction=0.1):
+    """{'kendall_tau', 'spearman', 'precision_at_top'} of `cheap` vs `full` results (None where undefined,
+    e.g. when one setting gives every subnet the same accuracy)."""
+    from submission.errors import MetricError
+    from submission.metrics import kendall_tau_b, precision_at_k, spearman
+
+    x, y = _rank_value(cheap, metric), _rank_value(full, metric)
+    out = {}
+    for key, fn in (("kendall_tau", kendall_tau_b), ("spearman", spearman),
+                    ("precision_at_top", lambda a, b: precision_at_k(a, b, frac=top_fraction))):
+        try:
+            out[key] = float(fn(x, y))
+        except MetricError as e:
+            out[key] = None
+            out.setdefault("undefined", str(e))
+    return out
+
+
+def run_fidelity(cfg, entries, device, log=print):
+    """Evaluate the sample under every setting; return the report dict (see `format_table`)."""
+    metric = get(cfg, "evaluate.fidelity.metric", "top1")
+    if metric not in METRICS:
+        raise KitError(f"evaluate.fidelity.metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    top_fraction = float(get(cfg, "evaluate.fidelity.top_fraction", 0.1))
+    sample = sample_entries(entries, get(cfg, "evaluate.fidelity.sample"), get(cfg, "evaluate.fidelity.seed", 0))
+    settings = setting_configs(cfg)
+    on_gpu = device.startswith("gpu")
+    model = load_supernet(cfg)
+    eval_cache, calib_cache = {}, {}
+    rows, evaluators = [], []
+    for name, c in settings:
+        t0 = time.perf_counter()
+        ekey = json.dumps([eval_settings(c), get(c, "evaluate.cache"), get(c, "evaluate.cache_dtype")],
+                          sort_keys=True)
+        if ekey not in eval_cache:
+            eval_cache[ekey] = build_eval_set(c, on_gpu)
+        ckey = json.dumps(calibration_settings(c), sort_keys=True)
+        if ckey not in calib_cache:
+            calib_cache[ckey] = build_calibration_batches(c)
+        mode = get(c, "evaluate.calibration.mode")
+        evaluators.append(SubnetEvaluator(model, eval_cache[ekey], get(c, "evaluate.batch_size"), mode,
+                                          calib_cache[ckey], amp_dtype(get(c, "evaluate.amp"), device)))
+        rows.append({"name": name, "images": len(eval_cache[ekey]), "resolution": int(eval_cache[ekey].shape[-1]),
+                     "calibration": mode, "calibration_batches": len(calib_cache[ckey]) if mode == "recalibrate" else 0,
+                     "setup_seconds": time.perf_counter() - t0, "results": []})
+    for ev in evaluators:  # warm-up (kernel selection, allocator) outside the timed loop
+        ev.evaluate(sample[0].code)
+    # Subnet by subnet through every setting, rotating which goes first: a machine that gets
+    # busier or quieter during the run then slows all settings alike, so the speed-ups hold.
+    seconds = [0.0] * len(settings)
+    for n, entry in enumerate(sample):
+        for k in range(len(settings)):
+            j = (n + k) % len(settings)
+            r = evaluators[j].evaluate(entry.code)
+            seconds[j] += r["seconds"]
+            rows[j]["results"].append({"id": entry.id, **{key: r[key] for key in METRICS}})
+    for row, total in zip(rows, seconds, strict=True):
+        row["seconds_per_subnet"] = total / len(sample)
+        log(f"{row['name']}: {len(sample)} subnets in {total:.1f} s ({total / len(sample):.3f} s/subnet, "
+            f"setup {row['setup_seconds']:.1f} s)")
+    full = rows[0]
+    for row in rows:
+        row.update(compare(full["results"], row["results"], metric, top_fraction))
+        row["speedup"] = full["seconds_per_subnet"] / row["seconds_per_subnet"]
+    return {"sample": len(sample), "seed": get(cfg, "evaluate.fidelity.seed", 0), "metric": metric,
+            "top_fraction": top_fraction, "device": device, "settings": rows}
+
+
+def format_table(report):
+    def num(v, fmt):
+        return "n/a" if v is None else format(v, fmt)
+
+    top = f"P@{report['top_fraction']:.0%}"
+    head = (f"{'setting':<22} {'images':>7} {'px':>4} {'calib':>6} {'s/subnet':>9} {'speed-up':>8} "
+            f"{'tau':>6} {'rho':>6} {top:>6}")
+    lines = [f"fidelity of cheap settings vs full, {report['sample']} subnets (seed {report['seed']}), "
+             f"ranked by {report['metric']} on {report['device']}", head, "-" * len(head)]
+    for r in report["settings"]:
+        calib = "none" if r["calibration"] == "none" else str(r["calibration_batches"])
+        lines.append(f"{r['name']:<22} {r['images']:>7} {r['resolution']:>4} {calib:>6} "
+                     f"{r['seconds_per_subnet']:>9.4f} {r['speedup']:>7.2f}x {num(r['kendall_tau'], '6.3f')} "
+                     f"{num(r['spearman'], '6.3f')} {num(r['precision_at_top'], '6.3f')}")
+        if r.get("undefined"):
+            lines.append(f"  ({r['name']}: {r['undefined']})")
+    return "\n".join(lines)

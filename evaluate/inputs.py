@@ -1,0 +1,170 @@
+"""What an evaluation reads, built from a config: the supernet with its weights, the cached
+evaluation images and the cached calibration batches.
+
+Kept apart from the command line so `run`, `fidelity` and the benchmark build them the same
+way, and so a cheaper setting (another subset, resolution or K) is only another config.
+"""
+
+import hashlib
+import os
+
+import numpy as np
+
+from encoding import KitError
+from supernet.config import get, net_spec
+
+from .image_cache import CACHE_DTYPES, CACHE_PLACES, calibration_indices, gather, make_tensor_set
+
+# Data keys that say where the files are or how fast they load, not what the images are.
+DATA_LOCATION_KEYS = ("image_dir", "fashion_mnist_dir", "layout", "num_workers")
+
+
+def file_sha256(path, chunk=1 << 22):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                return h.hexdigest()
+            h.update(block)
+
+
+def check_settings(cfg):
+    """Refuse bad evaluate.* values before anything is loaded or written."""
+    from .calibration import MODES
+    from .evaluator import AMP_DTYPES
+
+    def positive_int(key, minimum=1):
+        value = get(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise KitError(f"{key} must be an integer >= {minimum}, got {value!r}")
+
+    choices = (("evaluate.calibration.mode", MODES), ("evaluate.cache", CACHE_PLACES),
+               ("evaluate.cache_dtype", CACHE_DTYPES), ("evaluate.split", ("train", "val")))
+    for key, allowed in choices:
+        if get(cfg, key) not in allowed:
+            raise KitError(f"{key} must be one of {', '.join(allowed)}, got {get(cfg, key)!r}")
+    amp = get(cfg, "evaluate.amp")
+    if str(amp).lower() not in AMP_DTYPES and amp not in (None, False):
+        raise KitError(f"evaluate.amp must be one of none, bf16, fp16, got {amp!r}")
+    positive_int("evaluate.batch_size")
+    if get(cfg, "evaluate.subset") is not None:
+        positive_int("evaluate.subset", 0)
+    if get(cfg, "evaluate.calibration.mode") == "recalibrate":
+        positive_int("evaluate.calibration.batches")
+        positive_int("evaluate.calibration.batch_size")
+
+
+def weights_source(cfg):
+    """('checkpoint' | 'official', path) from evaluate.checkpoint / evaluate.official (exactly one)."""
+    ckpt, official = get(cfg, "evaluate.checkpoint", None), get(cfg, "evaluate.official", None)
+    if bool(ckpt) == bool(official):
+        raise KitError("give exactly one of --checkpoint (a supernet training checkpoint or state dict) and "
+                       "--official (the challenge's resnet48.pdparams)" + (", not both" if ckpt else ""))
+    kind, path = ("checkpoint", ckpt) if ckpt else ("official", official)
+    if not os.path.isfile(path):
+        raise KitError(f"{'--checkpoint' if kind == 'checkpoint' else '--official'} {path} does not exist")
+    return kind, path
+
+
+def load_supernet(cfg):
+    """A ResNet48Supernet under the config's model spec, holding the configured weights, in eval mode.
+
+    --checkpoint takes a training checkpoint (a dict whose 'model' entry is the state dict, as
+    supernet/checkpoint.py saves it) or a plain supernet state dict (.pdparams); --official
+    takes the challenge's largest-subnet checkpoint, whose keys name the supernet's tensors.
+    """
+    from supernet import ResNet48Supernet
+    from supernet.checkpoint import load_checkpoint, load_model_state
+    from supernet.pretrained import load_official_resnet48
+
+    kind, path = weights_source(cfg)
+    model = ResNet48Supernet(net_spec(cfg))
+    if kind == "official":
+        load_official_resnet48(model, path)
+    else:
+        state = load_checkpoint(path)
+        if isinstance(state.get("model"), dict):
+            state = state["model"]
+        load_model_state(model, state, source=f"checkpoint {path}")
+    model.eval()
+    return model
+
+
+def _split_dataset(cfg, split, augment):
+    from supernet.data import build_dataset
+
+    return build_dataset(cfg, split=split, augment=augment)
+
+
+def eval_indices(labels, subset, seed):
+    """Indices of the evaluation images: all of the split, or a seeded class-stratified subset."""
+    n = len(labels)
+    if not subset or int(subset) >= n:
+        return np.arange(n)
+    from supernet.data import stratified_subset
+
+    return np.asarray(stratified_subset(np.asarray(labels), int(subset), int(seed)))
+
+
+def data_settings(cfg):
+    """The data section minus file locations and loader speed: what the images are."""
+    data = get(cfg, "data", None) or {}
+    return {k: v for k, v in sorted(data.items()) if k not in DATA_LOCATION_KEYS}
+
+
+def eval_settings(cfg):
+    """The keys that decide which images (and pixels) every subnet is evaluated on."""
+    return {
+        "data": data_settings(cfg),
+        "split": get(cfg, "evaluate.split"),
+        "subset": get(cfg, "evaluate.subset"),
+        "subset_seed": get(cfg, "evaluate.subset_seed"),
+    }
+
+
+def calibration_settings(cfg):
+    """The keys that decide the calibration batches (all but `mode` are moot for mode 'none')."""
+    mode = get(cfg, "evaluate.calibration.mode")
+    if mode == "none":
+        return {"mode": "none"}
+    return {
+        "mode": mode,
+        "data": data_settings(cfg),
+        "batches": get(cfg, "evaluate.calibration.batches"),
+        "batch_size": get(cfg, "evaluate.calibration.batch_size"),
+        "seed": get(cfg, "evaluate.calibration.seed"),
+        "augment": get(cfg, "evaluate.calibration.augment"),
+    }
+
+
+def _workers(cfg):
+    return int(get(cfg, "data.num_workers", 0) or 0)
+
+
+def build_eval_set(cfg, on_gpu):
+    """The cached evaluation images (TensorSet) of the config."""
+    s = eval_settings(cfg)
+    dataset = _split_dataset(cfg, s["split"], augment=False)
+    idx = eval_indices(dataset.labels, s["subset"], s["subset_seed"])
+    images, labels = gather(dataset, idx, num_workers=_workers(cfg))
+    return make_tensor_set(images, labels, place=get(cfg, "evaluate.cache"),
+                           device_gb=get(cfg, "evaluate.cache_device_gb"),
+                           dtype=get(cfg, "evaluate.cache_dtype"), on_gpu=on_gpu)
+
+
+def build_calibration_batches(cfg):
+    """K calibration batches (float32 device tensors) from the training split; [] for mode 'none'.
+
+    The indices and, with train transforms, the augmentation both follow calibration.seed.
+    """
+    import paddle
+
+    c = calibration_settings(cfg)
+    if c["mode"] == "none":
+        return []
+    dataset = _split_dataset(cfg, "train", augment=bool(c["augment"]))
+    k, b = int(c["batches"]), int(c["batch_size"])
+    idx = calibration_indices(len(dataset), k, b, int(c["seed"]))
+    images, _ = gather(dataset, idx.reshape(-1), num_workers=_workers(cfg), seed=int(c["seed"]))
+    return [paddle.to_tensor(np.ascontiguousarray(images[i * b:(i + 1) * b])) for i in range(k)]

@@ -1,0 +1,208 @@
+"""Per-rank JSON-lines shards of subnet results, resumable after a kill, merged once complete.
+
+A 45,000-subnet run takes hours and may be killed at any moment, so every finished subnet is
+one line appended (flushed and fsynced) to its rank's shard. A restart reads every shard,
+skips the ids already there and drops a torn last line (a record cut off mid-write: no final
+newline, or not JSON). The merge into `results.json` (list order, atomic rename) happens only
+when every id has a record; since it always re-reads the shards, running it twice, from any
+rank or any later invocation, writes the same file and never duplicates a record.
+
+A `manifest.json` beside the shards pins the architecture list and evaluation settings, so a
+directory can never mix results of two different runs.
+"""
+
+import glob
+import hashlib
+import json
+import os
+
+from encoding import KitError
+from encoding.atomic import atomic_write_text
+
+RESULT_KEYS = ("id", "code", "top1", "top5", "loss", "calibration", "seconds")
+SHARD_GLOB = "shard-*.jsonl"
+MANIFEST = "manifest.json"
+RESULTS = "results.json"
+
+
+class ResultsStoreError(KitError):
+    """A results directory is corrupt or belongs to a different list or setting."""
+
+
+def rank_share(items, rank, world):
+    """This rank's strided share of `items` (items[rank::world]): balanced in cost when a list is
+    sorted by size, and every item lands on exactly one rank."""
+    if world < 1 or not 0 <= rank < world:
+        raise KitError(f"rank {rank} is not in range for world size {world}")
+    return list(items)[rank::world]
+
+
+def list_fingerprint(entries):
+    """sha256 over the ordered (id, code) pairs of an architecture list."""
+    h = hashlib.sha256()
+    for e in entries:
+        h.update(f"{e.id}\t{e.code}\n".encode())
+    return h.hexdigest()
+
+
+def read_shard(path):
+    """(records, valid_bytes): the complete records of a shard and the byte length they occupy.
+
+    Only the last line may be torn; a bad line followed by more lines means the file was edited
+    or corrupted in some other way, and is an error rather than something to skip silently.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    records, pos = [], 0
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        if end < 0:
+            break  # no newline: torn tail
+        line = data[pos:end]
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or "id" not in rec:
+                raise ValueError("not a record")
+        except ValueError:
+            if end + 1 < len(data):
+                raise ResultsStoreError(f"{path}: line {len(records) + 1} is not a valid record and is not the "
+                                        f"last line; the shard is corrupt (remove it to recompute its subnets)"
+                                        ) from None
+            break  # a complete-looking but unparsable last line: torn as well
+        records.append(rec)
+        pos = end + 1
+    return records, pos
+
+
+class ResultsStore:
+    """The results directory of one architecture list (`entries`: ArchEntry-like with .id, .code)."""
+
+    def __init__(self, out_dir, entries):
+        self.out_dir = os.fspath(out_dir)
+        self.entries = list(entries)
+        self.index = {e.id: i for i, e in enumerate(self.entries)}
+        if len(self.index) != len(self.entries):
+            raise ResultsStoreError("architecture list has duplicate ids")
+        self._file = None
+
+    # --- paths --------------------------------------------------------------------------
+    def shard_path(self, rank):
+        return os.path.join(self.out_dir, f"shard-{rank:05d}.jsonl")
+
+    @property
+    def results_path(self):
+        return os.path.join(self.out_dir, RESULTS)
+
+    @property
+    def manifest_path(self):
+        return os.path.join(self.out_dir, MANIFEST)
+
+    # --- setup --------------------------------------------------------------------------
+    def check_manifest(self, settings):
+        """Write the manifest, or check that an existing one names the same list and settings.
+
+        A manifest without any record behind it (a run that failed before its first subnet) is
+        simply replaced. Every rank may call this: the content is a function of the inputs only,
+        so concurrent atomic writes of it are harmless.
+        """
+        os.makedirs(self.out_dir, exist_ok=True)
+        manifest = {"list_sha256": list_fingerprint(self.entries), "count": len(self.entries),
+                    "settings": settings}
+        manifest = json.loads(json.dumps(manifest))  # normalise tuples etc. for comparison
+        if os.path.exists(self.manifest_path) and self._has_records():
+            with open(self.manifest_path, encoding="utf-8") as f:
+                try:
+                    old = json.load(f)
+                except ValueError:
+                    raise ResultsStoreError(f"{self.manifest_path} is not valid JSON") from None
+            if old.get("list_sha256") != manifest["list_sha256"]:
+                raise ResultsStoreError(f"{self.out_dir} holds results of a different architecture list "
+                                        f"({old.get('count')} codes); use another --out directory")
+            old_settings = old.get("settings", {})
+            changed = sorted(k for k in set(old_settings) | set(settings)
+                             if old_settings.get(k) != manifest["settings"].get(k))
+            if changed:
+                diffs = "; ".join(f"{k}: was {old_settings.get(k)!r}, now {manifest['settings'].get(k)!r}"
+                                  for k in changed)
+                raise ResultsStoreError(f"{self.out_dir} holds results computed with other settings ({diffs}); "
+                                        f"use another --out directory or restore the settings")
+            return
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+    def _has_records(self):
+        return any(read_shard(p)[0] for p in glob.glob(os.path.join(self.out_dir, SHARD_GLOB)))
+
+    def repair(self, rank):
+        """Truncate a torn last line of this rank's own shard (only its owner ever writes it)."""
+        path = self.shard_path(rank)
+        if not os.path.exists(path):
+            return 0
+        _, valid = read_shard(path)
+        size = os.path.getsize(path)
+        if valid < size:
+            with open(path, "r+b") as f:
+                f.truncate(valid)
+                f.flush()
+                os.fsync(f.fileno())
+        return size - valid
+
+    # --- reading ------------------------------------------------------------------------
+    def records(self):
+        """{id: record} over all shards; first occurrence wins (shards in name order)."""
+        found = {}
+        for path in sorted(glob.glob(os.path.join(self.out_dir, SHARD_GLOB))):
+            recs, _ = read_shard(path)
+            for rec in recs:
+                ident = rec["id"]
+                if ident not in self.index:
+                    raise ResultsStoreError(f"{path}: record for id {ident!r}, which is not in the architecture list")
+                code = self.entries[self.index[ident]].code
+                if rec.get("code") != code:
+                    raise ResultsStoreError(f"{path}: record for {ident!r} has code {rec.get('code')!r} but the "
+                                            f"list has {code!r}")
+                found.setdefault(ident, rec)
+        return found
+
+    def pending(self, rank, world, done=None):
+        """Entries of this rank's share that have no record yet, in list order."""
+        done = self.records() if done is None else done
+        return [e for e in rank_share(self.entries, rank, world) if e.id not in done]
+
+    def missing(self, done=None):
+        done = self.records() if done is None else done
+        return [e for e in self.entries if e.id not in done]
+
+    # --- writing ------------------------------------------------------------------------
+    def open(self, rank):
+        os.makedirs(self.out_dir, exist_ok=True)
+        self._file = open(self.shard_path(rank), "ab")
+        return self
+
+    def append(self, record):
+        """One record, one line, on disk before this returns (flush + fsync)."""
+        if self._file is None:
+            raise RuntimeError("ResultsStore.append before open()")
+        line = json.dumps({k: record[k] for k in RESULT_KEYS}) + "\n"
+        self._file.write(line.encode("utf-8"))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def merge(self):
+        """Write results.json (records in list order) if every id is done; return its path or None."""
+        done = self.records()
+        if len(done) < len(self.entries):
+            return None
+        lines = [json.dumps({k: done[e.id][k] for k in RESULT_KEYS}) for e in self.entries]
+        atomic_write_text(self.results_path, "[\n" + ",\n".join(lines) + "\n]\n")
+        return self.results_path

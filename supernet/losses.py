@@ -1,0 +1,43 @@
+"""The supernet's two losses: label-smoothed cross-entropy and distillation from a teacher's logits.
+
+Distillation uses the KL form, KL(p_teacher || p_student) = soft cross-entropy minus the
+teacher's entropy. Its gradient with respect to the student is that of the soft cross-entropy,
+but its value is 0 when the student matches the teacher, so a logged distillation loss reads
+as "distance to the teacher" rather than carrying the teacher's entropy as an offset.
+"""
+
+import paddle
+import paddle.nn.functional as F
+
+from encoding import KitError
+
+
+def smoothed_cross_entropy(logits, labels, smoothing=0.0):
+    """Mean over the batch of -((1 - e) log p_y + e * mean_k log p_k) (uniform label smoothing)."""
+    if not 0.0 <= smoothing < 1.0:
+        raise KitError(f"label smoothing must be in [0, 1), got {smoothing}")
+    log_probs = F.log_softmax(logits.astype("float32"), axis=-1)
+    labels = labels.reshape([-1]).astype("int64")
+    nll = -paddle.take_along_axis(log_probs, labels.unsqueeze(-1), axis=-1).squeeze(-1)
+    if smoothing == 0.0:
+        return nll.mean()
+    uniform = -log_probs.mean(axis=-1)
+    return ((1.0 - smoothing) * nll + smoothing * uniform).mean()
+
+
+def distillation_loss(student_logits, teacher_logits, temperature=1.0):
+    """Mean over the batch of T^2 * KL(softmax(teacher / T) || softmax(student / T)).
+
+    The teacher's logits are detached here, so no gradient ever reaches the teacher (in
+    in-place distillation the teacher is the max subnet, whose weights the student shares).
+    T^2 keeps the gradient scale independent of the temperature.
+    """
+    if temperature <= 0:
+        raise KitError(f"distillation temperature must be positive, got {temperature}")
+    t = float(temperature)
+    teacher = teacher_logits.detach().astype("float32") / t
+    student = student_logits.astype("float32") / t
+    teacher_log_probs = F.log_softmax(teacher, axis=-1)
+    student_log_probs = F.log_softmax(student, axis=-1)
+    kl = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(axis=-1)
+    return kl.mean() * (t * t)

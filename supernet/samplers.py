@@ -1,0 +1,150 @@
+"""Which subnets train at each step: the sampling policy, kept out of the model.
+
+Every step's draw comes from a generator seeded by (seed, epoch, step) alone, so all ranks of
+a data-parallel job draw the same codes without talking to each other, and a resumed run
+draws exactly what the interrupted one would have: there is no sampler state to save.
+
+A step trains a list of `Path`s. Kinds: 'max' (the largest subnet; with in-place distillation
+its logits teach the others), 'min' (the smallest) and 'random' (drawn by the arch sampler).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from encoding import Arch, ArchListError, KitError, NetSpec, costs, get_space, read_arch_list
+
+STRATEGIES = ("uniform", "large", "list")
+DEFAULT_SPEC = NetSpec()
+
+
+@dataclass(frozen=True)
+class Path:
+    kind: str  # 'max' | 'min' | 'random'
+    arch: Arch
+
+
+def step_rng(seed, epoch, step):
+    """The generator of one step's draw: a pure function of (seed, epoch, step)."""
+    return np.random.default_rng([int(seed), int(epoch), int(step)])
+
+
+class UniformSampler:
+    """Uniform over the codes of a space (or, with depth_uniform, uniform depth per stage first)."""
+
+    def __init__(self, space="released", depth_uniform=False):
+        self.space = get_space(space)
+        self.depth_uniform = bool(depth_uniform)
+
+    def draw(self, rng) -> Arch:
+        return self.space.sample(rng, depth_uniform=self.depth_uniform)
+
+    def largest(self) -> Arch:
+        return self.space.max_arch()
+
+    def smallest(self) -> Arch:
+        return self.space.min_arch()
+
+
+class LargeBiasedSampler(UniformSampler):
+    """Draw `pool` codes and keep the one with the most MACs: pushes training towards big subnets,
+    which are the ones a fixed budget under-trains when sampling is uniform."""
+
+    def __init__(self, space="released", depth_uniform=False, pool=3, spec: NetSpec = DEFAULT_SPEC, resolution=None):
+        super().__init__(space, depth_uniform)
+        if int(pool) < 1:
+            raise KitError(f"large-biased sampler: pool must be at least 1, got {pool}")
+        self.pool = int(pool)
+        self.spec = spec
+        self.resolution = resolution
+
+    def draw(self, rng) -> Arch:
+        candidates = [super(LargeBiasedSampler, self).draw(rng) for _ in range(self.pool)]
+        _, macs = costs(candidates, self.spec, self.resolution)
+        return candidates[int(np.argmax(macs))]  # first of equals: deterministic
+
+
+class ListSampler:
+    """Uniform over the codes of an architecture list (e.g. the challenge's 45,000)."""
+
+    def __init__(self, path, space="documented", spec: NetSpec = DEFAULT_SPEC, resolution=None):
+        space = get_space(space)
+        entries = read_arch_list(path)
+        if not entries:
+            raise ArchListError(f"{path}: architecture list is empty, nothing to sample")
+        archs = []
+        for e in entries:
+            try:
+                archs.append(space.validate(e.code))
+            except KitError as err:
+                raise ArchListError(f"{path}: entry {e.id!r} is not in space {space.name!r}: {err}") from None
+        self.archs = list(dict.fromkeys(archs))  # duplicates would skew "uniform"
+        self.space = space
+        _, macs = costs(self.archs, spec, resolution)
+        self._largest = self.archs[int(np.argmax(macs))]
+        self._smallest = self.archs[int(np.argmin(macs))]
+
+    def draw(self, rng) -> Arch:
+        return self.archs[int(rng.integers(len(self.archs)))]
+
+    def largest(self) -> Arch:
+        """By MACs among the list's codes, so a sandwich over a list stays inside the list."""
+        return self._largest
+
+    def smallest(self) -> Arch:
+        return self._smallest
+
+
+class PathSchedule:
+    """The paths of every step: optionally max and min (the sandwich rule), then `num_random` draws."""
+
+    def __init__(self, sampler, num_random=2, sandwich=True, seed=0):
+        if int(num_random) < 0:
+            raise KitError(f"num_random must be >= 0, got {num_random}")
+        if not sandwich and int(num_random) == 0:
+            raise KitError("no paths to train: num_random is 0 and the sandwich rule is off")
+        self.sampler = sampler
+        self.num_random = int(num_random)
+        self.sandwich = bool(sandwich)
+        self.seed = int(seed)
+
+    def paths(self, epoch, step):
+        rng = step_rng(self.seed, epoch, step)
+        out = []
+        if self.sandwich:
+            out.append(Path("max", self.sampler.largest()))
+            out.append(Path("min", self.sampler.smallest()))
+        out.extend(Path("random", self.sampler.draw(rng)) for _ in range(self.num_random))
+        return out
+
+
+def build_schedule(section, seed, spec: NetSpec = DEFAULT_SPEC, resolution=None) -> PathSchedule:
+    """From the `supernet.sampler` config section.
+
+    strategy picks where the `num_random` paths of a step come from:
+      uniform -> uniform over `space` (per-stage uniform depth first with `depth_uniform`)
+      large   -> best of `large_pool` uniform draws by MACs (under the training spec/resolution)
+      list    -> uniform over the codes of `arch_list`
+    sandwich: true adds the largest and smallest subnet first (of the space; of the list for
+    'list'), the max path being the in-place distillation teacher.
+    """
+    section = dict(section or {})
+    strategy = section.get("strategy", "uniform")
+    space = section.get("space", "released")
+    depth_uniform = bool(section.get("depth_uniform", False))
+    if strategy not in STRATEGIES:
+        raise KitError(f"unknown sampler strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    try:
+        get_space(space)
+    except ValueError as e:
+        raise KitError(f"supernet.sampler.space: {e}") from None
+    if strategy == "uniform":
+        sampler = UniformSampler(space, depth_uniform)
+    elif strategy == "large":
+        sampler = LargeBiasedSampler(space, depth_uniform, section.get("large_pool", 3), spec, resolution)
+    else:
+        path = section.get("arch_list")
+        if not path:
+            raise KitError("sampler strategy 'list' needs supernet.sampler.arch_list (a challenge-format JSON)")
+        sampler = ListSampler(path, space, spec, resolution)
+    return PathSchedule(sampler, section.get("num_random", 2), sandwich=section.get("sandwich", True), seed=seed)

@@ -1,0 +1,678 @@
+"""Train the ResNet48 supernet: sampled paths per batch, in-place distillation, exact resume.
+
+    python -m supernet.train [CONFIG.yaml] [key=value ...] [--flags]
+    bash train_supernet.sh [CONFIG.yaml] [key=value ...]       (the same, over all devices)
+
+One optimizer step per batch: each sampled path (see `samplers`) runs forward and backward on
+its own, so only one path's activations are alive at a time, and the gradients add up. Under
+`paddle.distributed.launch` every rank draws the same codes (seeded by seed, epoch, step) and
+accumulates its paths without gradient sync; one fused all-reduce then averages the summed
+gradients, so parameters that only some paths touched are reduced like all others.
+
+The run directory (`supernet.output_dir`) is the unit of resumption: rerunning the same
+command after a crash loads the newest checkpoint there, skips the batches that epoch already
+trained (the data order is a function of seed and epoch) and continues with bit-identical
+results on CPU. It holds checkpoints/step_NNNNNNNNN.pdckpt, train_log.jsonl (step, checkpoint
+and rank-check records; epoch and step are 1-based), ledger-supernet*.jsonl (time and energy
+per epoch), config.yaml, train_summary.json and, once all epochs are done, supernet.pdparams
+(the state dict `python -m evaluate run --checkpoint` reads).
+"""
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+from encoding import KitError, atomic_write_text
+
+from . import config as C
+
+# Command-line flags; every one is also a config key (key=value reaches all the others).
+FLAGS = [
+    C.Flag("--output_dir", "supernet.output_dir", str, "run directory: checkpoints, logs, final weights"),
+    C.Flag("--epochs", "supernet.epochs", int, "training epochs"),
+    C.Flag("--batch_size", "supernet.batch_size", int, "GLOBAL batch over all ranks per step"),
+    C.Flag("--max_steps", "supernet.max_steps", int, "stop after this many optimizer steps in total"),
+    C.Flag("--seed", "supernet.seed", int, "seed of data order, path sampling and initialisation"),
+    C.Flag("--num_workers", "data.num_workers", int, "data-loader worker processes per rank"),
+    C.Flag("--image_dir", "data.image_dir", str, "ImageNet-style image directory"),
+    C.Flag("--strategy", "supernet.sampler.strategy", str, "path sampler: uniform | large | list"),
+    C.Flag("--space", "supernet.sampler.space", str, "search space to sample: released | documented"),
+    C.Flag("--num_random", "supernet.sampler.num_random", int, "random paths per step"),
+    C.Flag("--arch_list", "supernet.sampler.arch_list", str, "architecture list for strategy 'list'"),
+    C.Flag("--init", "supernet.init", str, "initialisation: random | official"),
+    C.Flag("--pretrained", "supernet.pretrained", str, "official resnet48.pdparams for init: official"),
+    C.Flag("--teacher", "supernet.loss.teacher", str, "static checkpoint of an external teacher"),
+    C.Flag("--lr", "supernet.optim.lr", float, "peak learning rate (null: base_lr * global batch / 256)"),
+    C.Flag("--device", "device", str, "auto | cpu | gpu"),
+    C.Flag("--amp", "supernet.amp", str, "mixed precision on GPU: none | bf16 | fp16"),
+]
+
+PATH_KINDS = ("max", "min", "random")
+AMP_DTYPES = {"none": None, "bf16": "bfloat16", "fp16": "float16"}
+CKPT_PATTERN = "step_*.pdckpt"
+OPTIM_KEYS = ("lr", "base_lr", "warmup", "momentum", "nesterov", "weight_decay", "no_bn_decay", "grad_clip")
+
+
+class TrainingDiverged(KitError):
+    """A loss or a parameter became NaN/inf, or ranks disagree on the parameters: the run stops
+    without applying the step or writing a checkpoint, so the last checkpoint stays good."""
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+def section(cfg):
+    try:
+        return C.get(cfg, "supernet")
+    except C.ConfigError:
+        raise C.ConfigError("config has no 'supernet:' section (see configs/demo.yaml)") from None
+
+
+def optim_section(sn):
+    """The `supernet.optim` keys in the form `supernet.optim.build_optimizer` reads."""
+    optim = dict(sn.get("optim") or {})
+    unknown = sorted(set(optim) - set(OPTIM_KEYS))
+    if unknown:
+        raise C.ConfigError(f"unknown supernet.optim keys {unknown}; known: {list(OPTIM_KEYS)}")
+    optim["max_epoch"] = int(sn["epochs"])
+    return optim
+
+
+def _int_or_none(value, key, minimum=1):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise C.ConfigError(f"{key} must be an integer >= {minimum} or null, got {value!r}")
+    return value
+
+
+def digest(fingerprint):
+    import hashlib
+
+    return hashlib.sha256(fingerprint.tobytes()).hexdigest()[:16]
+
+
+def check_fingerprints(fingerprints, global_step, last_checkpoint):
+    """Raise TrainingDiverged unless all ranks' parameter fingerprints are finite and equal."""
+    import numpy as np
+
+    last = f"Last good checkpoint: {last_checkpoint or 'none'}"
+    for rank, fp in enumerate(fingerprints):
+        if not np.isfinite(fp).all():
+            raise TrainingDiverged(f"parameters are not finite after global step {global_step} (rank {rank}); "
+                                   f"not checkpointing. {last}")
+    for rank, fp in enumerate(fingerprints[1:], start=1):
+        if not np.array_equal(fp, fingerprints[0]):
+            raise TrainingDiverged(f"rank {rank} holds different parameters than rank 0 after global step "
+                                   f"{global_step} (gradients were not reduced alike); not checkpointing. {last}")
+
+
+def amp_dtype(name, device):
+    """Paddle's autocast dtype for `supernet.amp`; None on CPU, where Paddle's AMP does nothing."""
+    key = "none" if name in (None, False) else str(name).lower()
+    if key not in AMP_DTYPES:
+        raise C.ConfigError(f"supernet.amp must be one of {', '.join(AMP_DTYPES)}, got {name!r}")
+    return AMP_DTYPES[key] if str(device).startswith("gpu") else None
+
+
+def mean_by_kind(paths, values):
+    """{'max': loss, 'min': loss, 'random': mean loss} over the kinds present."""
+    grouped = {}
+    for path, v in zip(paths, values, strict=True):
+        grouped.setdefault(path.kind, []).append(v)
+    return {k: sum(grouped[k]) / len(grouped[k]) for k in PATH_KINDS if k in grouped}
+
+
+def _fmt(x):
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+class JsonLines:
+    """Append-only log; each record is one write() on an O_APPEND descriptor, so lines never
+    interleave or tear, and a crash loses at most the record being written."""
+
+    def __init__(self, path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, record):
+        os.write(self.fd, (json.dumps(record) + "\n").encode("utf-8"))
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class Scalars:
+    """VisualDL scalars when `visualdl` is importable; otherwise nothing (it is never required)."""
+
+    def __init__(self, logdir, enabled):
+        self.writer = None
+        if enabled:
+            try:
+                from visualdl import LogWriter
+            except ImportError:
+                return
+            self.writer = LogWriter(logdir=logdir)
+
+    def add(self, tag, value, step):
+        if self.writer is not None and value is not None and math.isfinite(value):
+            self.writer.add_scalar(tag=tag, value=float(value), step=int(step))
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+# --- per-epoch rank check (monitoring only) ------------------------------------------------------
+
+class RankCheck:
+    """Kendall tau and Pearson of supernet accuracies vs a ground-truth list, once per epoch.
+
+    Ranking quality, not supernet accuracy, is what the challenge scores, and it can peak before
+    the loss does; this shows it per epoch. The ground truth is only read to score: it never
+    reaches the loss. Every rank evaluates its share of the codes; results are gathered.
+    """
+
+    def __init__(self, cfg, rc, rank=0, world=1):
+        import paddle
+
+        from encoding import read_arch_list
+        from evaluate.evaluator import SubnetEvaluator, amp_dtype
+        from evaluate.inputs import build_calibration_batches, build_eval_set
+
+        entries = read_arch_list(rc["gt"])
+        limit = _int_or_none(rc.get("max_archs"), "supernet.rank_check.max_archs")
+        if limit is not None and limit < len(entries):  # evenly spaced, so the subset spans the list
+            picks = sorted({round(i * (len(entries) - 1) / max(limit - 1, 1)) for i in range(limit)})
+            entries = [entries[i] for i in picks]
+        if len(entries) < 2:
+            raise KitError(f"supernet.rank_check.gt {rc['gt']}: need at least 2 codes to rank, got {len(entries)}")
+        self.entries = entries
+        self.rank, self.world = rank, world
+        # Images, BN calibration, batch size and AMP are the `evaluate:` section's, built by the
+        # evaluate package itself, so the curve shows what `python -m evaluate run` would measure.
+        device = paddle.device.get_device()
+        eval_set = build_eval_set(cfg, on_gpu=device.startswith("gpu"))
+        calib = build_calibration_batches(cfg)
+        mode = C.get(cfg, "evaluate.calibration.mode")
+        amp = amp_dtype(C.get(cfg, "evaluate.amp", None), device)
+        batch_size = int(C.get(cfg, "evaluate.batch_size"))
+        self.make = lambda model: SubnetEvaluator(model, eval_set, batch_size, mode, calib, amp)
+
+    def run(self, model):
+        """{'kendall_tau', 'pearson', 'archs', 'mean_top1', 'seconds'} (tau/pearson None if undefined)."""
+        import paddle
+
+        t0 = time.perf_counter()
+        active = model.active_arch
+        evaluator = self.make(model)
+        mine = {e.id: evaluator.evaluate(e.code)["top1"] for e in self.entries[self.rank::self.world]}
+        model.set_active(active)
+        if self.world > 1:
+            parts = []
+            paddle.distributed.all_gather_object(parts, mine)
+            mine = {k: v for part in parts for k, v in part.items()}
+        pred = [mine[e.id] for e in self.entries]
+        truth = [float(e.acc) for e in self.entries]
+        tau, pearson, note = _rank_metrics(pred, truth)
+        out = {"kendall_tau": tau, "pearson": pearson, "archs": len(pred),
+               "mean_top1": sum(pred) / len(pred), "seconds": time.perf_counter() - t0,
+               "top1": {e.id: mine[e.id] for e in self.entries}}
+        if note:
+            out["note"] = note
+        return out
+
+
+def _rank_metrics(pred, truth):
+    """(Kendall tau-b, Pearson, note): the kit's metrics when `submission.metrics` exists, else scipy."""
+    try:
+        from submission.metrics import MetricError, kendall_tau_b, pearson
+    except ImportError:
+        from scipy import stats
+
+        if len(set(pred)) < 2 or len(set(truth)) < 2:
+            return None, None, "predictions or ground truth are all equal: correlation undefined"
+        return float(stats.kendalltau(pred, truth).statistic), float(stats.pearsonr(pred, truth).statistic), None
+    try:
+        return float(kendall_tau_b(pred, truth)), float(pearson(pred, truth)), None
+    except MetricError as e:
+        return None, None, str(e)
+
+
+# --- the trainer -----------------------------------------------------------------------------
+
+class Trainer:
+    """Everything one rank needs for a run; `run()` trains until done, max_steps or an error."""
+
+    def __init__(self, cfg):
+        import paddle
+
+        from . import runtime
+        from .data import build_dataset, build_loader
+        from .model import ResNet48Supernet
+        from .optim import build_optimizer
+        from .samplers import build_schedule
+
+        self.paddle = paddle
+        self.runtime = runtime
+        self.cfg = cfg
+        sn = self.sn = section(cfg)
+        self.device = runtime.select_device(cfg.get("device", "auto"))
+        self.rank, self.world = runtime.init_distributed()
+        self.main = self.rank == 0
+        self.seed = int(sn.get("seed", 0))
+        self.epochs = _int_or_none(sn.get("epochs"), "supernet.epochs")
+        if self.epochs is None:
+            raise C.ConfigError("supernet.epochs must be set")
+        self.max_steps = _int_or_none(sn.get("max_steps"), "supernet.max_steps")
+        self.global_batch = _int_or_none(sn.get("batch_size"), "supernet.batch_size")
+        if self.global_batch is None or self.global_batch % self.world:
+            raise C.ConfigError(f"supernet.batch_size (the global batch) must be a multiple of the "
+                                f"{self.world} ranks, got {self.global_batch}")
+        self.batch_size = self.global_batch // self.world
+        self.out = sn.get("output_dir") or "runs/supernet"
+        self.ckpt_dir = os.path.join(self.out, "checkpoints")
+        ck = sn.get("checkpoint") or {}
+        self.every_steps = _int_or_none(ck.get("every_steps"), "supernet.checkpoint.every_steps")
+        self.keep = _int_or_none(ck.get("keep", 2), "supernet.checkpoint.keep")
+        self.keep_epochs = bool(ck.get("keep_epochs", False))
+        log = sn.get("log") or {}
+        self.log_every = _int_or_none(log.get("every_steps", 10), "supernet.log.every_steps")
+        debug = sn.get("debug") or {}
+        self.kill_after_step = _int_or_none(debug.get("kill_after_step"), "supernet.debug.kill_after_step")
+        self.nan_at_step = _int_or_none(debug.get("nan_at_step"), "supernet.debug.nan_at_step")
+
+        runtime.seed_everything(self.seed)
+        self.spec = C.net_spec(cfg)
+        self.model = ResNet48Supernet(self.spec)
+        self._init_weights(sn)
+        self.teacher = self._build_teacher(sn.get("loss") or {})
+        loss = sn.get("loss") or {}
+        self.smoothing = float(loss.get("label_smoothing", 0.0) or 0.0)
+        self.temperature = float(loss.get("temperature", 1.0))
+        self.inplace = bool(loss.get("inplace_distill", True)) and self.teacher is None
+
+        self.schedule = build_schedule(sn.get("sampler") or {}, self.seed, self.spec,
+                                       resolution=C.get(cfg, "data.resolution", None))
+        if self.inplace and not self.schedule.sandwich:
+            raise KitError("in-place distillation needs the max path as teacher: set supernet.sampler.sandwich=true "
+                           "or supernet.loss.inplace_distill=false")
+        self.amp = amp_dtype(sn.get("amp"), self.device)
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if self.amp == "float16" else None
+
+        self.dataset = build_dataset(cfg, "train", augment=True)
+        self.loader = build_loader(self.dataset, self.batch_size, shuffle=True, drop_last=True,
+                                   num_workers=int(C.get(cfg, "data.num_workers", 0) or 0), seed=self.seed)
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch < 1:
+            raise KitError(f"the training split ({len(self.dataset)} images) is smaller than one global batch "
+                           f"({self.global_batch}): nothing to train on")
+        self.optimizer, self.scheduler = build_optimizer(self.model, optim_section(sn), self.global_batch,
+                                                         self.steps_per_epoch)
+        self.dp = None
+        if self.world > 1:
+            self.dp = paddle.DataParallel(self.model, find_unused_parameters=True)
+
+    # --- construction pieces ------------------------------------------------------------------
+    def _init_weights(self, sn):
+        init = sn.get("init", "random")
+        if init == "random":
+            return
+        if init != "official":
+            raise C.ConfigError(f"supernet.init must be 'random' or 'official', got {init!r}")
+        path = sn.get("pretrained")
+        if not path:
+            raise C.ConfigError("supernet.init=official needs supernet.pretrained (path of resnet48.pdparams)")
+        from .pretrained import load_official_resnet48
+
+        load_official_resnet48(self.model, path)
+
+    def _build_teacher(self, loss):
+        path = loss.get("teacher")
+        if not path:
+            return None
+        from .checkpoint import load_checkpoint, load_model_state
+        from .pretrained import load_official_static
+        from .static import build_static
+
+        arch = loss.get("teacher_arch")
+        if arch is None:
+            teacher = load_official_static(path, self.spec)
+        else:
+            teacher = build_static(arch, self.spec)
+            state = load_checkpoint(path)
+            load_model_state(teacher, state.get("model", state), source=f"teacher checkpoint {path}")
+        teacher.eval()
+        for p in teacher.parameters():
+            p.stop_gradient = True
+        return teacher
+
+    # --- one optimizer step -------------------------------------------------------------------
+    def _forward(self, x):
+        return self.dp(x) if self.dp is not None else self.model(x)
+
+    def train_step(self, x, y, paths, global_step):
+        """Forward/backward every path, reduce, check, step. Returns per-path losses (floats)."""
+        from .losses import distillation_loss, smoothed_cross_entropy
+
+        paddle = self.paddle
+        teacher_logits = None
+        if self.teacher is not None:
+            with paddle.no_grad():
+                teacher_logits = self.teacher(x)
+        losses, max_logits = [], None
+        no_sync = self.dp.no_sync if self.dp is not None else contextlib.nullcontext
+        autocast = (lambda: paddle.amp.auto_cast(dtype=self.amp, level="O1")) if self.amp else contextlib.nullcontext
+        for path in paths:
+            self.model.set_active(path.arch)
+            with no_sync():
+                with autocast():
+                    logits = self._forward(x)
+                if teacher_logits is not None:
+                    loss = distillation_loss(logits, teacher_logits, self.temperature)
+                elif path.kind == "max" or not self.inplace:
+                    loss = smoothed_cross_entropy(logits, y, self.smoothing)
+                else:
+                    loss = distillation_loss(logits, max_logits, self.temperature)
+                if self.nan_at_step == global_step + 1:
+                    loss = loss * float("nan")
+                if path.kind == "max":
+                    max_logits = logits.detach()  # the teacher of the paths after it
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            losses.append(loss.detach())
+        values = paddle.stack(losses).astype("float32")
+        if self.world > 1:
+            from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
+
+            fused_allreduce_gradients(list(self.model.parameters()), None)
+            paddle.distributed.all_reduce(values)  # NaN on any rank reaches all: all stop together
+            values = values / self.world
+        values = values.numpy().tolist()
+        for path, v in zip(paths, values, strict=True):
+            if not math.isfinite(v):
+                self.optimizer.clear_grad(set_to_zero=False)
+                raise TrainingDiverged(
+                    f"non-finite loss {v} at global step {global_step + 1} (epoch {self.epoch + 1}, batch "
+                    f"{self.step + 1}/{self.steps_per_epoch}) on the {path.kind} path {path.arch.code()}; "
+                    f"stopped before the update. "
+                    f"Last good checkpoint: {self.last_checkpoint or 'none'}")
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # unscales; skips the update when a gradient overflowed
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.clear_grad(set_to_zero=False)
+        self.scheduler.step()
+        return values
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def _ckpt_path(self, global_step):
+        return os.path.join(self.ckpt_dir, f"step_{global_step:09d}.pdckpt")
+
+    def save(self, epoch, step, global_step, epoch_end=False):
+        """Write the state after `global_step` steps; position (epoch, step) = next batch to train.
+
+        Every rank first compares parameter fingerprints: a checkpoint is only written from
+        finite parameters that all ranks agree on, and every rank stops together otherwise.
+        """
+        from .checkpoint import prune_checkpoints, save_checkpoint, training_state
+
+        fingerprint = self._fingerprint()
+        every = [fingerprint]
+        if self.world > 1:
+            every = []
+            self.paddle.distributed.all_gather_object(every, fingerprint)
+        check_fingerprints(every, global_step, self.last_checkpoint)
+        path = self._ckpt_path(global_step)
+        if self.main:
+            state = training_state(self.model, self.optimizer, self.scheduler, epoch=epoch, step=step,
+                                   rng=self.runtime.rng_state(), global_step=global_step,
+                                   steps_per_epoch=self.steps_per_epoch, global_batch=self.global_batch,
+                                   scaler=self.scaler.state_dict() if self.scaler is not None else None)
+            save_checkpoint(path, state)
+            if epoch_end and self.keep_epochs:
+                link = os.path.join(self.ckpt_dir, f"epoch_{epoch:04d}.pdckpt")
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(link)
+                os.link(path, link)
+            prune_checkpoints(self.ckpt_dir, CKPT_PATTERN, keep=self.keep)
+            if self.log is not None:
+                self.log.write({"type": "checkpoint", "time": time.time(), "global_step": global_step,
+                                "path": path, "ranks": len(every), "params_digest": digest(fingerprint)})
+        self.last_checkpoint = path
+
+    def _fingerprint(self):
+        """Per parameter, float64 sum and sum of squares: equal on all ranks iff they are in sync."""
+        paddle = self.paddle
+        with paddle.no_grad():
+            parts = []
+            for p in self.model.parameters():
+                q = p.astype("float64")
+                parts += [q.sum(), (q * q).sum()]
+            return paddle.stack(parts).numpy()
+
+    def resume(self):
+        """Load the newest checkpoint of the run directory; return (epoch, step, global_step)."""
+        from .checkpoint import CheckpointError, latest_checkpoint, restore_training_state
+
+        path = latest_checkpoint(self.ckpt_dir, CKPT_PATTERN)
+        if path is None:
+            return 0, 0, 0
+        if not self.sn.get("resume", True):
+            raise KitError(f"{self.ckpt_dir} already holds checkpoints ({os.path.basename(path)}) and "
+                           f"supernet.resume is false: choose another supernet.output_dir or set resume=true")
+        state = restore_training_state(path, self.model, self.optimizer, self.scheduler)
+        extras = state.get("extras", {})
+        for key, ours in (("steps_per_epoch", self.steps_per_epoch), ("global_batch", self.global_batch)):
+            if extras.get(key) != ours:
+                raise CheckpointError(
+                    f"checkpoint {path} was written with {key}={extras.get(key)}, this run has {ours}: "
+                    f"resuming needs the same data, batch size and number of ranks (or a new output_dir)")
+        if self.scaler is not None and extras.get("scaler"):
+            self.scaler.load_state_dict(extras["scaler"])
+        self.rng_to_restore = state.get("rng")
+        self.last_checkpoint = path
+        epoch, step = int(state["epoch"]), int(state["step"])
+        if step >= self.steps_per_epoch:
+            epoch, step = epoch + 1, 0
+        return epoch, step, int(extras["global_step"])
+
+    # --- monitoring ---------------------------------------------------------------------------
+    def rank_check(self):
+        if self._rank_check is None:
+            self._rank_check = RankCheck(self.cfg, self.sn.get("rank_check") or {}, self.rank, self.world)
+        return self._rank_check.run(self.model)
+
+    # --- the loop -----------------------------------------------------------------------------
+    def run(self):
+        from tqdm import tqdm
+
+        from encoding import atomic_write_json
+
+        self.last_checkpoint = None
+        self.log = None
+        self.rng_to_restore = None
+        self._rank_check = None
+        self.epoch, self.step = 0, 0
+        epoch, start_step, global_step = self.resume()
+        if self.main:
+            os.makedirs(self.out, exist_ok=True)
+            atomic_write_text(os.path.join(self.out, "config.yaml"), C.dump(self.cfg))
+        log = self.log = JsonLines(os.path.join(self.out, "train_log.jsonl")) if self.main else None
+        scalars = Scalars(os.path.join(self.out, "visualdl"), self.main and (self.sn.get("log") or {}).get(
+            "visualdl", True))
+        ledger = self._ledger()
+        rank_cfg = self.sn.get("rank_check") or {}
+        progress = bool((self.sn.get("log") or {}).get("progress", True)) and self.main
+        stopped_by_max = False
+        if self.main and (epoch, start_step) != (0, 0):
+            print(f"resuming from {self.last_checkpoint}: epoch {epoch + 1}, batch {start_step + 1}, "
+                  f"global step {global_step + 1}", flush=True)
+        try:
+            while epoch < self.epochs and not stopped_by_max:
+                if start_step == 0 and self.rng_to_restore is not None:
+                    self.runtime.set_rng_state(self.rng_to_restore)  # the state the epoch began with
+                    self.rng_to_restore = None
+                self.loader.set_epoch(epoch)
+                images, done_steps, first_step = 0, start_step, start_step
+                phase = ledger.phase(f"epoch_{epoch + 1}", epoch=epoch + 1) if ledger else contextlib.nullcontext()
+                with phase as ph:
+                    bar = tqdm(total=self.steps_per_epoch, initial=start_step, disable=not progress,
+                               desc=f"epoch {epoch + 1}/{self.epochs}", dynamic_ncols=True)
+                    t_last, n_last, ips = time.perf_counter(), 0, None
+                    batches = iter(self.loader)
+                    for _ in range(start_step):  # trained before the interruption: same order, same batches
+                        next(batches)
+                    if self.rng_to_restore is not None:
+                        self.runtime.set_rng_state(self.rng_to_restore)
+                        self.rng_to_restore = None
+                    for step, (x, y) in enumerate(batches, start=start_step):
+                        self.epoch, self.step = epoch, step
+                        paths = self.schedule.paths(epoch, step)
+                        lr = self.optimizer.get_lr()
+                        values = self.train_step(x, y, paths, global_step)
+                        global_step += 1
+                        done_steps = step + 1
+                        images += int(x.shape[0])  # this rank's: the ledger adds ranks up
+                        n_last += int(x.shape[0]) * self.world
+                        by_kind = mean_by_kind(paths, values)
+                        bar.update(1)
+                        end_of_epoch = done_steps == self.steps_per_epoch
+                        if self.main and (global_step % self.log_every == 0 or end_of_epoch):
+                            now = time.perf_counter()
+                            ips = n_last / max(now - t_last, 1e-9)
+                            t_last, n_last = now, 0
+                            log.write({"type": "step", "time": time.time(), "epoch": epoch + 1, "step": done_steps,
+                                       "global_step": global_step, "lr": lr, "loss": by_kind,
+                                       "images_per_s": ips, "codes": [p.arch.code() for p in paths]})
+                            for k, v in by_kind.items():
+                                scalars.add(f"loss/{k}", v, global_step)
+                            scalars.add("lr", lr, global_step)
+                            scalars.add("images_per_s", ips, global_step)
+                        if progress:
+                            bar.set_postfix({**{k: f"{v:.3f}" for k, v in by_kind.items()}, "lr": f"{lr:.3g}",
+                                             **({"img/s": f"{ips:.0f}"} if ips else {})}, refresh=False)
+                        at_max = self.max_steps is not None and global_step >= self.max_steps
+                        if end_of_epoch:
+                            self.save(epoch + 1, 0, global_step, epoch_end=True)
+                        elif at_max or (self.every_steps and global_step % self.every_steps == 0):
+                            self.save(epoch, done_steps, global_step)
+                        if self.kill_after_step == global_step:
+                            os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume test
+                        if at_max:
+                            stopped_by_max = True
+                            break
+                    bar.close()
+                    if ph is not None:
+                        ph.images = images
+                        ph.extra.update(steps=done_steps - first_step, global_step=global_step)
+                start_step = 0
+                if done_steps < self.steps_per_epoch:
+                    break  # stopped by max_steps inside the epoch
+                epoch += 1
+                if rank_cfg.get("gt") and epoch % int(rank_cfg.get("every_epochs", 1)) == 0:
+                    with ledger.phase("rank_check", epoch=epoch) if ledger else contextlib.nullcontext():
+                        result = self.rank_check()
+                    if self.main and result is not None:
+                        log.write({"type": "rank_check", "time": time.time(), "epoch": epoch,
+                                   "global_step": global_step, **result})
+                        for key in ("kendall_tau", "pearson"):
+                            scalars.add(f"rank_check/{key}", result.get(key), epoch)
+                        print(f"rank check after epoch {epoch}: Kendall tau {_fmt(result['kendall_tau'])}, "
+                              f"Pearson {_fmt(result['pearson'])} over {result['archs']} codes", flush=True)
+        finally:
+            if log is not None:
+                log.close()
+            scalars.close()
+            if ledger is not None:
+                ledger.close()
+        done = epoch >= self.epochs
+        if done and self.main:
+            from .checkpoint import save_checkpoint
+
+            save_checkpoint(os.path.join(self.out, "supernet.pdparams"), self.model.state_dict())
+        summary = {"epochs_done": epoch, "global_step": global_step, "finished": done,
+                   "last_checkpoint": self.last_checkpoint, "output_dir": self.out}
+        if self.main:
+            atomic_write_json(os.path.join(self.out, "train_summary.json"), summary)
+        return summary
+
+    def _ledger(self):
+        from evaluate.ledger import Ledger, ledger_path
+
+        return Ledger(ledger_path(self.out, "supernet", self.rank, self.world), "supernet", rank=self.rank)
+
+
+# --- command line ----------------------------------------------------------------------------
+
+def split_positionals(items):
+    """[CONFIG] [key=value ...]: the first item without '=' is the config file."""
+    config, overrides = None, []
+    for item in items:
+        if "=" not in item and config is None and not overrides:
+            config = item
+        else:
+            overrides.append(item)
+    return config or C.default_config("demo"), overrides
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m supernet.train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [key=value]",
+                        help="config file (default configs/demo.yaml), then key=value overrides")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the launch plan (output dir, CPU processes) as shell assignments and exit")
+    C.add_flags(parser, FLAGS)
+    return parser
+
+
+def load_config(argv=None):
+    args = build_parser().parse_intermixed_args(argv)
+    path, overrides = split_positionals(args.items)
+    cfg = C.resolve(path, args, FLAGS, overrides)
+    return cfg, args
+
+
+def launch_plan(cfg):
+    """What train_supernet.sh needs before starting the launcher (no Paddle import)."""
+    import shlex
+
+    sn = section(cfg)
+    out = sn.get("output_dir") or "runs/supernet"
+    procs = _int_or_none((sn.get("launch") or {}).get("cpu_procs", 1), "supernet.launch.cpu_procs") or 1
+    device = str(cfg.get("device", "auto")).lower()
+    return "\n".join([f"OUTPUT_DIR={shlex.quote(out)}", f"CPU_PROCS={procs}", f"DEVICE={shlex.quote(device)}"])
+
+
+def main(argv=None):
+    try:
+        cfg, args = load_config(argv)
+        if args.plan:
+            print(launch_plan(cfg))
+            return 0
+        summary = Trainer(cfg).run()
+    except TrainingDiverged as e:
+        print(f"error: training diverged: {e}", file=sys.stderr, flush=True)
+        return 3
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    if summary["finished"]:
+        print(f"supernet training finished: {summary['global_step']} steps, weights in "
+              f"{os.path.join(summary['output_dir'], 'supernet.pdparams')}", flush=True)
+    else:
+        print(f"stopped at global step {summary['global_step']} (max_steps); rerun the same command "
+              f"with a larger supernet.max_steps to continue from {summary['last_checkpoint']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""`python -m evaluate run` end to end on a tiny Fashion-MNIST setting: kill and resume, torn
+lines, two launched ranks, invalid codes, and the manifest that refuses mixed settings."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import paddle
+import pytest
+
+from encoding import DOCUMENTED, ArchEntry, write_arch_list
+from evaluate.__main__ import KILL_AFTER_ENV, check_codes, main
+from supernet import ResNet48Supernet
+from supernet.checkpoint import save_checkpoint
+from supernet.config import load_yaml, net_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FASHION = "/usr/share/datasets/fashion-mnist"
+pytestmark = pytest.mark.skipif(not os.path.isdir(FASHION), reason=f"Fashion-MNIST not installed at {FASHION}")
+
+TINY = """base: {base}
+data:
+  resolution: 16
+evaluate:
+  subset: 40
+  batch_size: 16
+  progress: false
+  calibration:
+    batches: 2
+    batch_size: 16
+"""
+N_CODES = 6
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("evalcli")
+    config = d / "tiny.yaml"
+    config.write_text(TINY.format(base=os.path.join(ROOT, "configs", "demo.yaml")))
+    paddle.seed(0)
+    net = ResNet48Supernet(net_spec(load_yaml(str(config))))
+    ckpt = d / "supernet.pdckpt"
+    save_checkpoint(ckpt, {"model": net.state_dict(), "epoch": 1, "step": 10})  # training-checkpoint layout
+    archs = d / "archs.json"
+    write_arch_list(archs, [ArchEntry(f"net{i}", a.code()) for i, a in enumerate(DOCUMENTED.sample_many(N_CODES, 7))])
+    return {"dir": d, "config": str(config), "ckpt": str(ckpt), "archs": str(archs)}
+
+
+def cli(setup, out, *extra, env=None, launch=False):
+    args = ["run", "--config", setup["config"], "--checkpoint", setup["ckpt"], "--archs", setup["archs"],
+            "--out", str(out), *extra]
+    full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    if launch:
+        cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+               "--log_dir", str(out) + "-logs", os.path.join("evaluate", "__main__.py"), *args]
+    else:
+        cmd = [sys.executable, "-m", "evaluate", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120)
+
+
+def without_seconds(text):
+    """results.json with the wall-time field blanked: everything else must match byte for byte."""
+    return re.sub(r'"seconds": [0-9.eE+-]+', '"seconds": 0', text)
+
+
+def shard_ids(path):
+    return [json.loads(line)["id"] for line in open(path).read().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    out = setup["dir"] / "reference"
+    proc = cli(setup, out)
+    assert proc.returncode == 0, proc.stderr
+    text = (out / "results.json").read_text()
+    records = json.loads(text)
+    ids = [f"net{i}" for i in range(N_CODES)]
+    assert [r["id"] for r in records] == ids
+    for r in records:
+        assert 0 <= r["top1"] <= r["top5"] <= 1 and r["loss"] > 0 and r["calibration"] == "recalibrate"
+    return text
+
+
+def test_killed_run_resumes_to_the_same_results_with_a_torn_line_dropped(setup, reference):
+    out = setup["dir"] / "resumed"
+    killed = cli(setup, out, env={KILL_AFTER_ENV: "2"})
+    assert killed.returncode == -9, killed.stderr
+    shard = out / "shard-00000.jsonl"
+    assert shard_ids(shard) == ["net0", "net1"]
+    assert not (out / "results.json").exists()
+    with open(shard, "ab") as f:  # a record cut off mid-write
+        f.write(b'{"id": "net2", "code": "15')
+    resumed = cli(setup, out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "dropped a torn last record (26 bytes)" in resumed.stderr
+    assert "6 codes, 2 already done" in resumed.stdout
+    assert shard_ids(shard) == [f"net{i}" for i in range(N_CODES)]
+    assert without_seconds((out / "results.json").read_text()) == without_seconds(reference)
+    # a third run finds everything done: nothing appended, the same file merged again
+    before = shard.read_bytes(), (out / "results.json").read_bytes()
+    again = cli(setup, out)
+    assert again.returncode == 0 and "6 already done" in again.stdout
+    assert (shard.read_bytes(), (out / "results.json").read_bytes()) == before
+
+
+def test_two_launched_ranks_cover_every_id_exactly_once(setup, reference):
+    out = setup["dir"] / "two-ranks"
+    proc = cli(setup, out, launch=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ids = [f"net{i}" for i in range(N_CODES)]
+    assert shard_ids(out / "shard-00000.jsonl") == ids[0::2]
+    assert shard_ids(out / "shard-00001.jsonl") == ids[1::2]
+    assert without_seconds((out / "results.json").read_text()) == without_seconds(reference)
+
+
+def test_changed_settings_in_the_same_directory_are_refused(setup, reference, capsys):
+    out = setup["dir"] / "reference"
+    rc = main(["run", "--config", setup["config"], "--checkpoint", setup["ckpt"], "--archs", setup["archs"],
+               "--out", str(out), "--calibration", "none"])
+    assert rc == 1
+    assert "holds results computed with other settings (calibration: was" in capsys.readouterr().err
+
+
+def test_invalid_codes_are_all_reported_before_any_work(setup, tmp_path, capsys):
+    good = DOCUMENTED.sample_many(2, seed=1)
+    broken_tie = list(good[0].code())
+    broken_tie[7] = "1" if broken_tie[7] != "1" else "2"  # stage 1 block 1 conv2 != stem digit
+    entries = [ArchEntry("ok1", good[0].code()), ArchEntry("tie", "".join(broken_tie)),
+               ArchEntry("short", "12345"), ArchEntry("ok2", good[1].code())]
+    archs = tmp_path / "bad.json"
+    write_arch_list(archs, entries)
+    out = tmp_path / "out"
+    rc = main(["run", "--config", setup["config"], "--checkpoint", setup["ckpt"], "--archs", str(archs),
+               "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"2 of 4 codes in {archs} are invalid; nothing was evaluated" in err
+    assert "tie: invalid subnet code" in err and "broken width tie" in err
+    assert "short: invalid subnet code '12345' at position 5: wrong length 5" in err
+    assert not out.exists()
+
+
+def test_long_invalid_lists_show_twenty_and_a_count():
+    entries = [ArchEntry(f"bad{i}", "9" * 52) for i in range(25)]
+    with pytest.raises(ValueError) as info:
+        check_codes(entries, "list.json")
+    text = str(info.value)
+    assert text.startswith("25 of 25 codes in list.json are invalid")
+    assert "bad19:" in text and "bad20:" not in text and text.endswith("... and 5 more")
+
+
+def test_weights_must_be_given_exactly_once(setup, tmp_path, capsys):
+    base = ["run", "--config", setup["config"], "--archs", setup["archs"], "--out", str(tmp_path / "o")]
+    assert main(base) == 1
+    assert "give exactly one of --checkpoint" in capsys.readouterr().err
+    assert main(base + ["--checkpoint", setup["ckpt"], "--official", setup["ckpt"]]) == 1
+    assert "not both" in capsys.readouterr().err
+    assert main(base + ["--checkpoint", str(tmp_path / "nope.pdparams")]) == 1
+    assert f"--checkpoint {tmp_path / 'nope.pdparams'} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--calibration", "sometimes"], "evaluate.calibration.mode must be one of none, recalibrate, got 'sometimes'"),
+    (["--amp", "fp8"], "evaluate.amp must be one of none, bf16, fp16, got 'fp8'"),
+    (["--batch_size", "0"], "evaluate.batch_size must be an integer >= 1, got 0"),
+    (["evaluate.calibration.batches=0"], "evaluate.calibration.batches must be an integer >= 1, got 0"),
+    (["evaluate.cache=disk"], "evaluate.cache must be one of auto, device, host, got 'disk'"),
+])
+def test_bad_settings_are_refused_before_the_results_directory_exists(setup, tmp_path, capsys, extra, message):
+    out = tmp_path / "o"
+    rc = main(["run", "--config", setup["config"], "--checkpoint", setup["ckpt"], "--archs", setup["archs"],
+               "--out", str(out), *extra])
+    assert rc == 1
+    assert message in capsys.readouterr().err
+    assert not out.exists()

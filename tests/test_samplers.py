@@ -1,0 +1,168 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from encoding import DOCUMENTED, RELEASED, ArchEntry, ArchListError, KitError, NetSpec, costs, macs_of, write_arch_list
+from supernet.samplers import (
+    LargeBiasedSampler,
+    ListSampler,
+    PathSchedule,
+    UniformSampler,
+    build_schedule,
+    step_rng,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _codes(paths):
+    return [(p.kind, p.arch.code()) for p in paths]
+
+
+@pytest.mark.parametrize("space", ["released", "documented"])
+@pytest.mark.parametrize("strategy", ["uniform", "large"])
+def test_codes_are_valid_in_their_space(strategy, space):
+    schedule = build_schedule({"strategy": strategy, "space": space, "num_random": 3}, seed=5)
+    target = RELEASED if space == "released" else DOCUMENTED
+    for step in range(40):
+        for path in schedule.paths(epoch=1, step=step):
+            target.validate(path.arch.code())
+    if space == "documented":  # the released space is strictly narrower: documented draws leave it
+        drawn = [p.arch for s in range(40) for p in schedule.paths(1, s) if p.kind == "random"]
+        assert not all(RELEASED.contains(a) for a in drawn)
+
+
+def test_same_seed_epoch_step_gives_same_paths_and_others_differ():
+    a = build_schedule({"strategy": "uniform", "num_random": 4}, seed=11)
+    b = build_schedule({"strategy": "uniform", "num_random": 4}, seed=11)
+    seq_a = [_codes(a.paths(e, s)) for e in range(2) for s in range(5)]
+    seq_b = [_codes(b.paths(e, s)) for e in range(2) for s in reversed(range(5))]  # order of asking is irrelevant
+    assert seq_a == [seq_b[e * 5 + 4 - s] for e in range(2) for s in range(5)]
+    assert len({json.dumps(x) for x in seq_a}) == len(seq_a)  # every (epoch, step) draws anew
+    c = build_schedule({"strategy": "uniform", "num_random": 4}, seed=12)
+    assert _codes(c.paths(0, 0)) != _codes(a.paths(0, 0))
+
+
+def test_random_paths_follow_the_step_generator():
+    schedule = build_schedule({"strategy": "uniform", "depth_uniform": True, "num_random": 3,
+                               "sandwich": False}, seed=3)
+    rng = step_rng(3, 2, 7)
+    expected = [RELEASED.sample(rng, depth_uniform=True).code() for _ in range(3)]
+    assert [p.arch.code() for p in schedule.paths(2, 7)] == expected
+
+
+def test_sandwich_puts_max_then_min_first():
+    schedule = build_schedule({"strategy": "uniform", "space": "released", "num_random": 2}, seed=0)
+    kinds = [p.kind for p in schedule.paths(0, 0)]
+    assert kinds == ["max", "min", "random", "random"]
+    paths = schedule.paths(0, 0)
+    assert paths[0].arch.code() == "1558511111111111111111111111111111111111111111111111"
+    assert paths[1].arch.code() == "1222233333000000333300000055550000000000007777000000"
+    off = build_schedule({"strategy": "uniform", "sandwich": False, "num_random": 2}, seed=0)
+    assert [p.kind for p in off.paths(0, 0)] == ["random", "random"]
+
+
+def test_large_biased_keeps_the_largest_of_its_pool():
+    spec = NetSpec(width_mult=0.25, stem="small", in_channels=1, num_classes=10)
+    sampler = LargeBiasedSampler("released", pool=4, spec=spec, resolution=28)
+    uniform = UniformSampler("released")
+    for step in range(20):
+        chosen = sampler.draw(step_rng(9, 0, step))
+        rng = step_rng(9, 0, step)
+        pool = [uniform.draw(rng) for _ in range(4)]
+        pool_macs = [macs_of(a, spec, resolution=28) for a in pool]
+        assert chosen == pool[int(np.argmax(pool_macs))]
+    # and it shifts the distribution: mean MACs over 200 draws beat uniform's
+    rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+    big = costs([sampler.draw(rng_a) for _ in range(200)], spec, 28)[1].mean()
+    small = costs([uniform.draw(rng_b) for _ in range(200)], spec, 28)[1].mean()
+    assert big > 1.05 * small
+
+
+def _write_list(path, codes):
+    write_arch_list(path, [ArchEntry(f"arch{i + 1}", c) for i, c in enumerate(codes)])
+
+
+def test_list_sampler_yields_only_list_codes_and_sandwiches_within_the_list(tmp_path):
+    codes = [a.code() for a in RELEASED.sample_many(6, seed=4)]
+    _write_list(tmp_path / "archs.json", codes)
+    schedule = build_schedule({"strategy": "list", "arch_list": str(tmp_path / "archs.json"),
+                               "num_random": 2}, seed=1)
+    seen = set()
+    for step in range(60):
+        paths = schedule.paths(0, step)
+        assert all(p.arch.code() in codes for p in paths)
+        seen.update(p.arch.code() for p in paths if p.kind == "random")
+    assert seen == set(codes)
+    macs = costs(codes)[1]
+    first = schedule.paths(0, 0)
+    assert first[0].arch.code() == codes[int(np.argmax(macs))]
+    assert first[1].arch.code() == codes[int(np.argmin(macs))]
+
+
+def test_list_sampler_rejects_codes_outside_its_space(tmp_path):
+    # stem digit 7 (allowed in 'documented' only); stage 1's conv2 digits are tied to it
+    code = list(DOCUMENTED.max_arch().code())
+    code[5] = "7"
+    for b in range(5):
+        code[6 + 2 * b + 1] = "7"
+    code = "".join(code)
+    assert DOCUMENTED.contains(code) and not RELEASED.contains(code)
+    _write_list(tmp_path / "archs.json", [RELEASED.max_arch().code(), code])
+    with pytest.raises(ArchListError, match=r"entry 'arch2' is not in space 'released'.*position 5"):
+        ListSampler(tmp_path / "archs.json", "released")
+    assert len(ListSampler(tmp_path / "archs.json", "documented").archs) == 2
+
+
+def test_bad_sampler_settings_are_named(tmp_path):
+    with pytest.raises(KitError, match="unknown sampler strategy 'sandwichh'"):
+        build_schedule({"strategy": "sandwichh"}, seed=0)
+    with pytest.raises(KitError, match="needs supernet.sampler.arch_list"):
+        build_schedule({"strategy": "list"}, seed=0)
+    with pytest.raises(KitError, match="supernet.sampler.space: unknown search space 'big'"):
+        build_schedule({"space": "big"}, seed=0)
+    with pytest.raises(KitError, match="pool must be at least 1, got 0"):
+        build_schedule({"strategy": "large", "large_pool": 0}, seed=0)
+    with pytest.raises(KitError, match="no paths to train"):
+        PathSchedule(UniformSampler(), num_random=0, sandwich=False)
+    (tmp_path / "empty.json").write_text("{}")
+    with pytest.raises(ArchListError, match="architecture list is empty"):
+        ListSampler(tmp_path / "empty.json")
+
+
+RANK_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    from supernet.samplers import build_schedule
+    rank = int(os.environ["PADDLE_TRAINER_ID"])
+    schedule = build_schedule({"strategy": "large", "num_random": 2, "large_pool": 3}, seed=7)
+    codes = [[p.arch.code() for p in schedule.paths(epoch, step)] for epoch in range(2) for step in range(5)]
+    with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
+        json.dump(codes, f)
+""")
+
+
+@pytest.mark.slow
+def test_two_launched_ranks_draw_the_same_codes(tmp_path):
+    import paddle
+
+    if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() == 1:
+        pytest.skip("paddle.distributed.launch cannot place 2 processes on a 1-GPU CUDA build")
+    script = tmp_path / "draw.py"
+    script.write_text(RANK_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+         "--log_dir", str(tmp_path / "log"), str(script), str(tmp_path)],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rank0 = json.loads((tmp_path / "rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert rank0 == rank1
+    assert len(rank0) == 10 and len({tuple(x) for x in rank0}) == 10
+    local = build_schedule({"strategy": "large", "num_random": 2, "large_pool": 3}, seed=7)
+    assert rank0[7] == [p.arch.code() for p in local.paths(1, 2)]

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Train the ResNet48 supernet on every device of this machine (or of several machines).
+#
+#   bash train_supernet.sh [CONFIG.yaml] [key=value ...] [--flag value ...]
+#   bash train_supernet.sh LAUNCHER_OPTIONS -- [CONFIG.yaml] [key=value ...]
+#
+# With no arguments it trains the embedded demo (configs/demo.yaml, Fashion-MNIST). The config
+# and overrides go to `python -m supernet.train` (see `python -m supernet.train --help`); e.g.
+#   bash train_supernet.sh configs/imagenet.yaml data.image_dir=/data/ILSVRC2012 supernet.epochs=120
+#
+# Processes are started by `python -m paddle.distributed.launch`:
+#   GPUs    one process per visible GPU (the launcher reads CUDA_VISIBLE_DEVICES); pick cards with
+#           GPUS=0,1 or `--gpus 0,1 --`.
+#   CPU     N gloo processes, N = NPROC env, else supernet.launch.cpu_procs (default 1).
+#           (With device=cpu on a CUDA build, the launcher would bind ranks to GPUs: use 1 process.)
+#   nodes   launcher options go before `--` or in LAUNCH_ARGS, e.g. on each of two machines:
+#             bash train_supernet.sh --master 10.0.0.1:8090 --nnodes 2 -- configs/imagenet.yaml ...
+#           (the checkpoint directory must be shared, or rank 0's copied, for resume.)
+# Launcher logs go to OUTPUT_DIR/launch_logs (OUTPUT_DIR = supernet.output_dir).
+# Rerunning the same command resumes from the newest checkpoint in OUTPUT_DIR.
+#
+# Environment: PYTHON (default python3), GPUS, NPROC, LAUNCH_ARGS (word-split).
+set -euo pipefail
+
+PY="${PYTHON:-python3}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
+
+launch_opts=()
+train_args=("$@")
+for ((i = 0; i < $#; i++)); do
+    if [[ "${train_args[$i]}" == "--" ]]; then
+        launch_opts=("${train_args[@]:0:$i}")
+        train_args=("${train_args[@]:$((i + 1))}")
+        break
+    fi
+done
+if [[ -n "${LAUNCH_ARGS:-}" ]]; then
+    read -r -a extra <<< "${LAUNCH_ARGS}"
+    launch_opts+=("${extra[@]}")
+fi
+
+# Output dir, CPU process count and device from the resolved config (no Paddle import).
+plan="$("${PY}" -m supernet.train --plan ${train_args[@]+"${train_args[@]}"})"
+eval "${plan}"
+
+has_opt() {
+    local o
+    for o in ${launch_opts[@]+"${launch_opts[@]}"}; do
+        for name in "$@"; do
+            [[ "${o}" == "${name}" || "${o}" == "${name}="* ]] && return 0
+        done
+    done
+    return 1
+}
+
+if ! has_opt --devices --gpus --nproc_per_node; then
+    gpu_count="$("${PY}" -c 'import paddle; print(paddle.device.cuda.device_count() if paddle.is_compiled_with_cuda() else 0)' 2>/dev/null || echo 0)"
+    if [[ -n "${GPUS:-}" && "${DEVICE}" != cpu ]]; then
+        launch_opts+=(--devices "${GPUS}")
+    elif [[ "${gpu_count}" -gt 0 && "${DEVICE}" != cpu ]]; then
+        :  # the launcher starts one process per visible GPU
+    else
+        launch_opts+=(--nproc_per_node "${NPROC:-${CPU_PROCS}}")
+    fi
+fi
+if ! has_opt --log_dir; then
+    launch_opts+=(--log_dir "${OUTPUT_DIR}/launch_logs")
+fi
+
+mkdir -p "${OUTPUT_DIR}"
+echo "train_supernet.sh: ${PY} -m paddle.distributed.launch ${launch_opts[*]} ${PY} -u -m supernet.train ${train_args[*]-}" >&2
+exec "${PY}" -m paddle.distributed.launch "${launch_opts[@]}" "${PY}" -u -m supernet.train ${train_args[@]+"${train_args[@]}"}
