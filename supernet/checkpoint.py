@@ -15,11 +15,11 @@ import glob
 import os
 import pickle
 import re
-import tempfile
 
 import paddle
 
 from encoding import KitError
+from encoding.atomic import atomic_replace
 
 from .runtime import unwrap
 
@@ -30,39 +30,9 @@ class CheckpointError(KitError):
     """A checkpoint is missing, unreadable or does not fit the model it is loaded into."""
 
 
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(path, state: dict):
     """Atomically write `state` (a dict of tensors, state dicts and picklable values) to `path`."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.fchmod(fd, 0o666 & ~mask)  # mkstemp makes 0600 files; checkpoints should be as readable as open()'s
-    os.close(fd)
-    try:
-        paddle.save(state, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
+    atomic_replace(path, lambda tmp: paddle.save(state, tmp))
 
 
 def load_checkpoint(path) -> dict:
