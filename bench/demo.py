@@ -1,0 +1,327 @@
+"""The embedded end-to-end demo: supernet -> shared-weight scores -> submission -> local leaderboard.
+
+    python bench/demo.py [--setup] [--out runs/demo] [--config configs/demo.yaml]
+                         [--archs configs/demo_archs.json] [--gt configs/demo_gt.json]
+                         [--no-baseline] [--metric top1] [key=value ...]
+
+Every stage is a subprocess running the command a user would type, so the demo proves the
+documented commands, not a private code path:
+
+  setup       (--setup) apt-get install dataset-fashion-mnist when it is missing; pip install -r requirements.txt
+  train-NAME  bash train_supernet.sh CONFIG supernet.output_dir=OUT/supernet-NAME [strategy keys] [key=value ...]
+  eval-NAME   python -m evaluate run --config CONFIG --checkpoint .../supernet.pdparams --archs ARCHS --out ...
+  make-NAME   python -m submission make --results .../results.json --archs ARCHS --out OUT/submission-NAME.json
+  validate-NAME, score-NAME   python -m submission validate|score (score: report JSON and scatter PNG)
+
+NAME is `default` (the config's sampler and loss as written) and, unless --no-baseline,
+`uniform` (the baseline strategy: one uniformly sampled path per step, no sandwich, no
+distillation; same epochs, so it costs a quarter of the default's steps). key=value overrides
+reach training and evaluation. A training or evaluation stage whose outputs exist (and are
+newer than its inputs) is skipped, so rerunning the same command resumes (training itself also
+resumes from its newest checkpoint). make, validate and score always run: they take seconds,
+and --metric or the ground truth may have changed. To retrain a supernet with other settings,
+give another --out or delete OUT/supernet-NAME (and OUT/eval-NAME); an edited CONFIG file
+(newer than the weights) reruns training, which resumes or refuses by its own checks.
+
+At the end it prints the wall time per stage and the demo table: Kendall tau-b, Pearson and
+precision@10% against the ground truth's mean accuracy for each supernet and for the MACs and
+parameter-count baselines, plus the noise ceiling (seed 0 vs seed 1 of the ground truth, on
+the same codes), and writes it all to OUT/demo_report.json.
+
+Ground truth for the demo (standalone trainings with the demo config, 2 seeds each; resumable,
+rerun the same command to continue; ids are the 40 codes `pretrain.py gt --sample 40` picks,
+in an interleaved MACs order so that any finished prefix spans the MACs range):
+
+  python pretrain.py gt --config configs/demo.yaml --archs configs/demo_archs.json --repeat 2 --seed 0 \\
+      --output runs/demo-gt-s32k --out configs/demo_gt.json --ids GT_IDS        (GT_IDS below)
+
+Only the standard library is imported at the top: with --setup this script runs before the
+requirements are installed.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+GT_IDS = ("arch305,arch390,arch407,arch58,arch101,arch225,arch82,arch70,arch310,arch134,arch350,arch351,arch204,"
+          "arch362,arch276,arch188,arch217,arch151,arch150,arch376,arch349,arch34,arch317,arch345,arch233,arch197,"
+          "arch498,arch189,arch449,arch287,arch268,arch372,arch59,arch418,arch206,arch497,arch425,arch209,arch231,"
+          "arch62")
+# The baseline strategy: plain uniform single-path sampling (no sandwich rule, no in-place distillation).
+BASELINE = ("uniform", ["supernet.sampler.strategy=uniform", "supernet.sampler.sandwich=false",
+                        "supernet.sampler.num_random=1", "supernet.loss.inplace_distill=false"])
+TOP_FRACTION = 0.10
+
+
+class DemoError(Exception):
+    """A stage failed or an input is missing; the message says which and where its log is."""
+
+
+# --- stages --------------------------------------------------------------------------------
+
+class Stage:
+    def __init__(self, name, argv, outputs=(), inputs=(), always=False, env=None):
+        self.name, self.argv, self.outputs, self.inputs = name, list(argv), list(outputs), list(inputs)
+        self.always, self.env = always, env or {}
+        self.status, self.seconds = "pending", 0.0
+
+    def up_to_date(self):
+        """Outputs all exist and none is older than an existing input."""
+        if self.always or not self.outputs or not all(os.path.exists(p) for p in self.outputs):
+            return False
+        newest_input = max((os.path.getmtime(p) for p in self.inputs if os.path.exists(p)), default=0.0)
+        return min(os.path.getmtime(p) for p in self.outputs) >= newest_input
+
+    def command_line(self):
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        return (env + " " if env else "") + " ".join(shlex.quote(a) for a in self.argv)
+
+
+def run_stage(stage, log_dir):
+    """Run one stage, teeing its output to the console and to LOG_DIR/NAME.log; raise DemoError on failure."""
+    if stage.up_to_date():
+        stage.status = "reused"
+        print(f"== {stage.name}: outputs exist, skipped ({', '.join(stage.outputs)})", flush=True)
+        return
+    os.makedirs(log_dir, exist_ok=True)
+    log_path = os.path.join(log_dir, f"{stage.name}.log")
+    print(f"== {stage.name}: {stage.command_line()}", flush=True)
+    env = dict(os.environ, **stage.env)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write(f"$ {stage.command_line()}\n")
+        proc = subprocess.Popen(stage.argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", bufsize=1)
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+        rc = proc.wait()
+    stage.seconds = time.perf_counter() - start
+    if rc != 0:
+        stage.status = f"failed (exit {rc})"
+        raise DemoError(f"stage {stage.name} failed with exit status {rc}; its output is in {log_path}")
+    missing = [p for p in stage.outputs if not os.path.exists(p)]
+    if missing:
+        stage.status = "failed (no output)"
+        raise DemoError(f"stage {stage.name} exited 0 but did not write {', '.join(missing)}; see {log_path}")
+    stage.status = "ran"
+
+
+def setup_stages(py):
+    stages = []
+    if not os.path.isdir(FASHION_MNIST_DIR):
+        sudo = "" if os.geteuid() == 0 else "sudo "
+        stages.append(Stage("setup-data", ["bash", "-c", f"{sudo}apt-get update -q && "
+                                                          f"{sudo}apt-get install -y -q dataset-fashion-mnist"],
+                            outputs=[FASHION_MNIST_DIR]))
+    stages.append(Stage("setup-pip", [py, "-m", "pip", "install", "-q", "-r", "requirements.txt"], always=True))
+    return stages
+
+
+def variant_stages(name, strategy_keys, args, py, score_config):
+    out = args.out
+    sn_dir = os.path.join(out, f"supernet-{name}")
+    weights = os.path.join(sn_dir, "supernet.pdparams")
+    eval_dir = os.path.join(out, f"eval-{name}")
+    results = os.path.join(eval_dir, "results.json")
+    submission = os.path.join(out, f"submission-{name}.json")
+    stages = [
+        Stage(f"train-{name}", ["bash", "train_supernet.sh", args.config, f"supernet.output_dir={sn_dir}",
+                                *strategy_keys, *args.overrides], outputs=[weights], inputs=[args.config],
+              env={"PYTHON": py}),
+        Stage(f"eval-{name}", [py, "-m", "evaluate", "run", "--config", args.config, "--checkpoint", weights,
+                               "--archs", args.archs, "--out", eval_dir, *args.overrides],
+              outputs=[results], inputs=[weights, args.archs]),
+        Stage(f"make-{name}", [py, "-m", "submission", "make", "--results", results, "--archs", args.archs,
+                               "--out", submission, "--metric", args.metric],
+              outputs=[submission], always=True),
+        Stage(f"validate-{name}", [py, "-m", "submission", "validate", submission, "--archs", args.archs],
+              always=True),
+    ]
+    if args.gt_present:
+        stages.append(Stage(f"score-{name}", [py, "-m", "submission", "score", submission, "--gt", args.gt,
+                                              "--config", score_config,
+                                              "--out", os.path.join(out, f"score-{name}.json"),
+                                              "--plot", os.path.join(out, f"score-{name}.png")],
+                            outputs=[os.path.join(out, f"score-{name}.json"), os.path.join(out, f"score-{name}.png")],
+                            always=True))
+    return stages
+
+
+def score_config_path(args):
+    """The config whose model section sets the MACs/params baselines: CONFIG itself, or, when
+    key=value overrides change model.* or CONFIG inherits its model section (`base:`), which
+    `submission score` reads as plain YAML, that section resolved into OUT/model.yaml."""
+    sys.path.insert(0, ROOT)
+    import yaml
+
+    from supernet.config import dump, resolve
+
+    with open(args.config, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    if "base" not in raw and not any(o.startswith("model.") for o in args.overrides):
+        return args.config
+
+    cfg = resolve(args.config, overrides=[o for o in args.overrides if o.startswith("model.")])
+    path = os.path.join(args.out, "model.yaml")
+    os.makedirs(args.out, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(dump({"model": cfg["model"]}))
+    return path
+
+
+# --- the demo table --------------------------------------------------------------------------
+
+def noise_ceiling(gt_path):
+    """Seed-vs-seed agreement of the ground truth: Kendall tau-b, Pearson and precision@10% of the
+    first two seeds' accuracies over the codes that have both; None when fewer than 2 do."""
+    sys.path.insert(0, ROOT)
+    from submission import metrics
+
+    with open(gt_path, encoding="utf-8") as f:
+        gt = json.load(f)
+    pairs = [(e["accs"][0], e["accs"][1]) for e in gt.values() if isinstance(e, dict) and len(e.get("accs", [])) >= 2]
+    if len(pairs) < 2:
+        return None
+    a = [p[0] for p in pairs]
+    b = [p[1] for p in pairs]
+    k = metrics.top_k_size(len(pairs), TOP_FRACTION)
+    return {"n": len(pairs), "kendall_tau_b": metrics.kendall_tau_b(a, b), "pearson": metrics.pearson(a, b),
+            "precision_at_10": metrics.precision_at_k(a, b, k=k)}
+
+
+def _row(table):
+    if "error" in table:
+        return {"error": table["error"]}
+    key = f"{TOP_FRACTION * 100:g}%"
+    return {"n": table["n"], "kendall_tau_b": table["kendall_tau_b"], "pearson": table["pearson"],
+            "precision_at_10": table["precision_at_k"][key]["value"]}
+
+
+def demo_table(out, names, gt_path):
+    """Rows (label, values) of the demo table from the score reports and the ground truth."""
+    rows = []
+    ceiling = noise_ceiling(gt_path)
+    rows.append(("ground truth seed 0 vs seed 1 (ceiling)", ceiling))
+    labels = {"default": "kit default supernet", BASELINE[0]: "uniform-sampling supernet (baseline)"}
+    reports = {}
+    for name in names:
+        path = os.path.join(out, f"score-{name}.json")
+        with open(path, encoding="utf-8") as f:
+            reports[name] = json.load(f)
+        rows.append((labels.get(name, name), _row(reports[name]["predictors"]["submission"])))
+    first = reports[names[0]]["predictors"]
+    rows.append(("MACs only", _row(first["macs"])))
+    rows.append(("params only", _row(first["params"])))
+    return rows
+
+
+def _fmt(v):
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def format_table(rows):
+    head = f"{'predictor':<42}{'n':>5}{'Kendall tau':>13}{'Pearson':>10}{'P@10%':>8}{'tau/ceiling':>13}"
+    lines = [head, "-" * len(head)]
+    ceiling = rows[0][1]["kendall_tau_b"] if rows and rows[0][1] else None
+    for label, v in rows:
+        if v is None:
+            lines.append(f"{label:<42}  (needs >= 2 codes with two seeds in the ground truth)")
+        elif "error" in v:
+            lines.append(f"{label:<42}  undefined: {v['error']}")
+        else:
+            ratio = v["kendall_tau_b"] / ceiling if ceiling else None
+            lines.append(f"{label:<42}{v['n']:>5}{_fmt(v['kendall_tau_b']):>13}{_fmt(v['pearson']):>10}"
+                         f"{_fmt(v['precision_at_10']):>8}{_fmt(ratio):>13}")
+    return "\n".join(lines)
+
+
+def format_times(stages):
+    head = f"{'stage':<22}{'status':<20}{'wall s':>9}"
+    lines = [head, "-" * len(head)]
+    for s in stages:
+        lines.append(f"{s.name:<22}{s.status:<20}{s.seconds:>9.1f}")
+    lines.append(f"{'total':<42}{sum(s.seconds for s in stages):>9.1f}")
+    return "\n".join(lines)
+
+
+# --- command line --------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python bench/demo.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/demo", help="output directory of every stage (default runs/demo)")
+    p.add_argument("--config", default="configs/demo.yaml", help="kit config (default configs/demo.yaml)")
+    p.add_argument("--archs", default="configs/demo_archs.json", help="subnet list to rank")
+    p.add_argument("--gt", default="configs/demo_gt.json", help="ground truth to score against")
+    p.add_argument("--setup", action="store_true", help="first install the dataset and the requirements")
+    p.add_argument("--no-baseline", action="store_true", help="skip the uniform-sampling baseline supernet")
+    p.add_argument("--metric", default="top1", help="evaluator field submitted as acc (top1 | top5 | neg_loss)")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides for training and evaluation")
+    args = p.parse_args(argv)
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        p.error(f"overrides must be key=value, got {bad}")
+    for name in ("out", "config", "archs", "gt"):
+        setattr(args, name, os.path.abspath(getattr(args, name)))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    py = sys.executable
+    stages, done = [], []
+    try:
+        if args.setup:
+            for stage in setup_stages(py):
+                stages.append(stage)
+                run_stage(stage, os.path.join(args.out, "logs"))
+        for path, what in ((args.config, "--config"), (args.archs, "--archs")):
+            if not os.path.isfile(path):
+                raise DemoError(f"{what} {path}: no such file")
+        args.gt_present = os.path.isfile(args.gt)
+        score_config = score_config_path(args)
+        names = ["default"] + ([] if args.no_baseline else [BASELINE[0]])
+        keys = {"default": [], BASELINE[0]: BASELINE[1]}
+        for name in names:
+            for stage in variant_stages(name, keys[name], args, py, score_config):
+                stages.append(stage)
+                run_stage(stage, os.path.join(args.out, "logs"))
+            done.append(name)
+    except DemoError as e:
+        print("\n" + format_times(stages))
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print("\nwall time per stage")
+    print(format_times(stages))
+    report = {"stages": [{"name": s.name, "status": s.status, "seconds": s.seconds, "command": s.command_line()}
+                         for s in stages],
+              "total_seconds": sum(s.seconds for s in stages), "gt": args.gt if args.gt_present else None,
+              "config": args.config, "archs": args.archs, "overrides": args.overrides, "table": None}
+    if args.gt_present:
+        rows = demo_table(args.out, done, args.gt)
+        report["table"] = [{"predictor": label, **(v or {})} for label, v in rows]
+        print(f"\nranking vs ground truth {args.gt} (mean accuracy over seeds; ceiling: seed vs seed)")
+        print(format_table(rows))
+        print("plots: " + ", ".join(os.path.join(args.out, f"score-{n}.png") for n in done))
+    else:
+        print(f"\nno ground truth at {args.gt}: submissions were made and validated but not scored. Build it with\n"
+              f"  python pretrain.py gt --config configs/demo.yaml --archs configs/demo_archs.json --repeat 2 "
+              f"--seed 0 --output runs/demo-gt-s32k --out {args.gt} --ids {GT_IDS}")
+    path = os.path.join(args.out, "demo_report.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    os.replace(tmp, path)
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

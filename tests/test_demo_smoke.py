@@ -1,0 +1,171 @@
+"""The end-to-end demo at CI size: bench/demo.py runs the user's commands (train_supernet.sh,
+evaluate run, submission make/validate/score) on a generated Fashion-MNIST-format dataset, a
+tiny config, 5 subnets and a 3-entry ground truth, then resumes without redoing any work."""
+
+import gzip
+import importlib.util
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from encoding import costs, read_arch_list, write_arch_list
+from submission.validate import validate_file
+from supernet.config import net_spec, resolve
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, "bench", "demo.py")
+ARCHS = os.path.join(ROOT, "configs", "demo_archs.json")
+
+TINY = """base: {base}
+device: cpu
+data:
+  fashion_mnist_dir: {data}
+  train_subset: null
+  val_subset: null
+  resolution: 16
+supernet:
+  epochs: 1
+  batch_size: 64
+  sampler: {{num_random: 1}}
+  log: {{every_steps: 1, progress: false, visualdl: false}}
+evaluate:
+  subset: 100
+  batch_size: 100
+  progress: false
+  calibration: {{batches: 1, batch_size: 32}}
+"""
+# Per-seed accuracies of the fake ground truth. Seed 0 vs seed 1 by hand: of the 3 pairs,
+# (0,1) is discordant and (0,2), (1,2) concordant, so Kendall tau = (2 - 1) / 3; both seeds put
+# entry 2 on top, so precision@10% (K = 1) is 1.
+SEED_ACCS = [(0.80, 0.83), (0.85, 0.81), (0.90, 0.86)]
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("bench_demo", DEMO)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_idx(path, array):
+    """An IDX file (gzipped) as the Debian Fashion-MNIST package ships it."""
+    type_byte = {np.dtype(np.uint8): 0x08}[array.dtype]
+    header = bytes([0, 0, type_byte, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def make_dataset(directory, n_train=320, n_val=200, seed=0):
+    """Learnable 28x28 images: class c is a bright band at rows 2c..2c+5 over noise."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(directory, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_val)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            images[i, 2 * c + 2:2 * c + 8, 3:25] = 220
+        write_idx(os.path.join(directory, f"{split}-images-idx3-ubyte.gz"), images)
+        write_idx(os.path.join(directory, f"{split}-labels-idx1-ubyte.gz"), labels)
+
+
+def test_noise_ceiling_by_hand(tmp_path):
+    demo = load_demo()
+    gt = {f"a{i}": {"acc": sum(a) / 2, "arch": "x", "accs": list(a)} for i, a in enumerate(SEED_ACCS)}
+    gt["single"] = {"acc": 0.5, "arch": "y", "accs": [0.5]}  # one seed only: not in the ceiling
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    c = demo.noise_ceiling(str(path))
+    assert c["n"] == 3
+    assert c["kendall_tau_b"] == pytest.approx(1 / 3)
+    assert c["pearson"] == pytest.approx(np.corrcoef([a for a, _ in SEED_ACCS], [b for _, b in SEED_ACCS])[0, 1])
+    assert c["precision_at_10"] == 1.0
+    path.write_text(json.dumps({"a": {"acc": 0.5, "arch": "x", "accs": [0.5, 0.6]}}))
+    assert demo.noise_ceiling(str(path)) is None
+
+
+def test_missing_inputs_and_bad_overrides_are_named(tmp_path, capsys):
+    demo = load_demo()
+    assert demo.main(["--out", str(tmp_path), "--archs", str(tmp_path / "none.json")]) == 1
+    assert f"--archs {tmp_path / 'none.json'}: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        demo.main(["--out", str(tmp_path), "supernet.epochs"])
+    assert "overrides must be key=value" in capsys.readouterr().err
+
+
+def run_demo(args, cwd):
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    return subprocess.run([sys.executable, DEMO, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def step_codes(run_dir):
+    with open(os.path.join(run_dir, "train_log.jsonl"), encoding="utf-8") as f:
+        return [r["codes"] for r in map(json.loads, f) if r["type"] == "step"]
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_then_resume(tmp_path):
+    make_dataset(tmp_path / "fm")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.format(base=os.path.join(ROOT, "configs", "demo.yaml"), data=tmp_path / "fm"))
+    entries = read_arch_list(ARCHS)[:5]
+    archs = tmp_path / "archs.json"
+    write_arch_list(str(archs), entries)
+    gt = {e.id: {"acc": sum(a) / 2, "arch": e.code, "seeds": [0, 1], "accs": list(a)}
+          for e, a in zip(entries[:3], SEED_ACCS, strict=True)}
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    out = tmp_path / "out"
+    # neg_loss: after 5 steps several subnets may share a top-1 on 100 images; the loss always differs.
+    args = ["--out", str(out), "--config", str(config), "--archs", str(archs), "--metric", "neg_loss"]
+    proc = run_demo(args + ["--gt", str(gt_path)], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "wall time per stage" in proc.stdout and "ranking vs ground truth" in proc.stdout
+
+    # Strategy keys reached training: default = max + min + 1 random path, baseline = 1 path.
+    assert [len(c) for c in step_codes(out / "supernet-default")] == [3] * 5  # 320 images / batch 64
+    assert [len(c) for c in step_codes(out / "supernet-uniform")] == [1] * 5
+    official = read_arch_list(str(archs))
+    for name in ("default", "uniform"):
+        assert os.path.getsize(out / f"supernet-{name}" / "supernet.pdparams") > 0
+        with open(out / f"eval-{name}" / "results.json", encoding="utf-8") as f:
+            results = json.load(f)
+        records = results if isinstance(results, list) else list(results.values())
+        assert sorted(r["id"] for r in records) == sorted(e.id for e in entries)
+        assert all(math.isfinite(r["loss"]) and 0 <= r["top1"] <= 1 for r in records)
+        assert validate_file(str(out / f"submission-{name}.json"), official).ok
+        with open(out / f"score-{name}.json", encoding="utf-8") as f:
+            assert json.load(f)["n"] == 3
+        assert (out / f"score-{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    with open(out / "demo_report.json", encoding="utf-8") as f:
+        report = json.load(f)
+    assert [s["name"] for s in report["stages"]] == [f"{k}-{n}" for n in ("default", "uniform")
+                                                     for k in ("train", "eval", "make", "validate", "score")]
+    assert all(s["status"] == "ran" for s in report["stages"])
+    assert report["stages"][0]["command"].startswith(f"PYTHON={sys.executable} bash train_supernet.sh {config}")
+    table = {row["predictor"]: row for row in report["table"]}
+    ceiling = table["ground truth seed 0 vs seed 1 (ceiling)"]
+    assert ceiling["kendall_tau_b"] == pytest.approx(1 / 3) and ceiling["precision_at_10"] == 1.0
+    # The MACs row, by a second route: the cost model and scipy against the mean accuracies.
+    _, macs = costs([e.code for e in entries[:3]], net_spec(resolve(str(config))), resolution=16)
+    mean = [sum(a) / 2 for a in SEED_ACCS]
+    assert table["MACs only"]["kendall_tau_b"] == pytest.approx(stats.kendalltau(macs, mean).statistic)
+    assert table["kit default supernet"]["n"] == 3
+
+    # Rerun without ground truth: training and evaluation are reused, scoring is skipped.
+    proc = run_demo(args + ["--gt", str(tmp_path / "no_gt.json")], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    with open(out / "demo_report.json", encoding="utf-8") as f:
+        report = json.load(f)
+    status = {s["name"]: s["status"] for s in report["stages"]}
+    assert status == {f"{k}-{n}": "reused" if k in ("train", "eval") else "ran"
+                      for n in ("default", "uniform") for k in ("train", "eval", "make", "validate")}
+    assert report["table"] is None and "no ground truth at" in proc.stdout and "pretrain.py gt" in proc.stdout
