@@ -5,6 +5,8 @@ report carries them. The network family comes from a config's `model:` section, 
 with plain yaml so the submission tools stay independent of the supernet package.
 """
 
+import os
+
 import yaml
 
 from encoding import CodeError, KitError, NetSpec, costs
@@ -12,10 +14,8 @@ from encoding import CodeError, KitError, NetSpec, costs
 from .errors import SubmissionError
 
 
-def net_spec_from_config(path):
-    """NetSpec of a kit config's `model:` section (None path -> the ImageNet default)."""
-    if path is None:
-        return NetSpec()
+def _read_config(path):
+    """The config as a mapping, following `base:` (a config may extend another by relative path)."""
     try:
         with open(path, encoding="utf-8") as f:
             cfg = yaml.safe_load(f)
@@ -23,6 +23,19 @@ def net_spec_from_config(path):
         raise SubmissionError(f"{path}: no such config file") from None
     except yaml.YAMLError as e:
         raise SubmissionError(f"{path}: malformed YAML: {e}") from None
+    if isinstance(cfg, dict) and cfg.get("base"):
+        parent = _read_config(os.path.join(os.path.dirname(os.path.abspath(path)), cfg.pop("base")))
+        if isinstance(parent, dict):
+            model = {**(parent.get("model") or {}), **(cfg.get("model") or {})}
+            cfg = {**parent, **cfg, "model": model}
+    return cfg
+
+
+def net_spec_from_config(path):
+    """NetSpec of a kit config's `model:` section (None path -> the ImageNet default)."""
+    if path is None:
+        return NetSpec()
+    cfg = _read_config(path)
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
         raise SubmissionError(f"{path}: no 'model:' section (needed for the MACs/params baselines)")
     try:

@@ -272,3 +272,13 @@ def test_an_undefined_baseline_is_reported_and_the_rest_still_scores(tmp_path):
 
 def files_code(seed):
     return DOCUMENTED.sample_many(1, seed=seed)[0].code()
+
+
+def test_config_base_inheritance_reaches_the_baselines(tmp_path):
+    # A config that extends the demo config by `base:` keeps the demo's model unless it overrides it.
+    from submission.baselines import net_spec_from_config
+
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {ROOT / 'configs' / 'demo.yaml'}\nmodel: {{width_mult: 0.25}}\n")
+    spec = net_spec_from_config(child)
+    assert spec.width_mult == 0.25 and spec.stem == "small" and spec.in_channels == 1 and spec.num_classes == 10
