@@ -20,6 +20,7 @@ per epoch), config.yaml, train_summary.json and, once all epochs are done, super
 
 import argparse
 import contextlib
+import glob
 import json
 import math
 import os
@@ -600,7 +601,15 @@ class Trainer:
             save_checkpoint(os.path.join(self.out, "supernet.pdparams"), self.model.state_dict())
         summary = {"epochs_done": epoch, "global_step": global_step, "finished": done,
                    "last_checkpoint": self.last_checkpoint, "output_dir": self.out}
+        if self.world > 1:
+            self.runtime.barrier()  # every rank's ledger file is closed before rank 0 reads them
         if self.main:
+            from evaluate.ledger import summarize_files, summary_line
+
+            # every rank's file, earlier sittings included: the files keep all phases across resumes
+            ledgers = sorted(glob.glob(os.path.join(self.out, "ledger-supernet*.jsonl")))
+            summary["ledger"] = summarize_files(ledgers, "supernet")
+            print(summary_line(summary["ledger"]), flush=True)
             atomic_write_json(os.path.join(self.out, "train_summary.json"), summary)
         return summary
 

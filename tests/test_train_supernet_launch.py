@@ -53,6 +53,8 @@ def test_demo_config_trains_20_steps_through_the_launcher(tmp_path):
     with open(os.path.join(out, "ledger-supernet.jsonl"), encoding="utf-8") as f:
         phases = [r for r in map(json.loads, f) if r["type"] == "phase"]
     assert [(p["phase"], p["images"], p["steps"], p["ok"]) for p in phases] == [("epoch_1", 160, 20, True)]
+    assert summary["ledger"]["images"] == 160 and summary["ledger"]["phases"] == 1
+    assert "supernet training: " in proc.stdout and "160 images, 1 phases" in proc.stdout
 
 
 @pytest.mark.slow
@@ -83,3 +85,6 @@ def test_two_gloo_ranks_keep_identical_parameters(tmp_path):
     ledgers = [os.path.join(out, f"ledger-supernet-rank{r}.jsonl") for r in (0, 1)]
     totals = summarize_files(ledgers, "supernet")
     assert (totals["images"], totals["ranks"], totals["phases"]) == (64, 2, 2)  # each rank counts its own half
+    with open(os.path.join(out, "train_summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    assert summary["ledger"]["images"] == 64 and summary["ledger"]["ranks"] == 2  # rank 0 read both files
