@@ -281,13 +281,13 @@ def train_standalone(cfg, arch_id=None):
         is_main,
         rng_state,
         seed_everything,
-        select_device,
         set_rng_state,
+        setup_device,
     )
     from supernet.static import build_static
 
     wall_start = time.perf_counter()
-    device = select_device(get(cfg, "device", "auto"))
+    device = setup_device(cfg)
     _, world = init_distributed()
     train = cfg["train"]
     code = train.get("arch")
@@ -456,7 +456,7 @@ def _read_result(path, code, seed, cfg):
 
 
 def build_ground_truth(cfg):
-    from supernet.runtime import barrier, is_main, select_device
+    from supernet.runtime import barrier, is_main, setup_device
 
     gt_cfg = cfg["train"]["gt"]
     if not gt_cfg.get("archs"):
@@ -472,7 +472,7 @@ def build_ground_truth(cfg):
         raise TrainingError(f"--repeat must be at least 1, got {repeat}")
     seed0 = int(cfg["train"].get("seed", 0))
     seeds = list(range(seed0, seed0 + repeat))
-    select_device(get(cfg, "device", "auto"))
+    setup_device(cfg)
 
     ground = {}
     if os.path.isfile(gt_path):
@@ -540,10 +540,10 @@ def load_config(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from supernet.runtime import init_distributed, is_main, select_device
+    from supernet.runtime import init_distributed, is_main, setup_device
     try:
         cfg = load_config(args)
-        select_device(get(cfg, "device", "auto"))  # before joining the group: NCCL binds to this card
+        setup_device(cfg)  # before joining the group: NCCL binds to this card
         init_distributed()
         _setup_logging()
         if args.command == "run":

@@ -67,7 +67,6 @@ def main(argv=None):
     import paddle.nn.functional as F
     import paddle.profiler as profiler
 
-    from supernet import onednn_conv
     from supernet.config import net_spec, resolve
     from supernet.model import ResNet48Supernet
     from supernet.static import build_static
@@ -76,7 +75,6 @@ def main(argv=None):
     paddle.set_device("cpu")
     paddle.seed(0)
     net = build_static(ResNet48Supernet.max_arch(), spec)
-    onednn_conv.patch_model(net)
     net.train()
     opt = paddle.optimizer.Momentum(0.01, momentum=0.9, parameters=net.parameters())
     x = paddle.randn([args.batch_size, spec.in_channels, args.resolution, args.resolution])

@@ -37,7 +37,7 @@ from submission.metrics import kendall_tau_b  # noqa: E402
 from supernet import ResNet48Supernet  # noqa: E402
 from supernet.config import default_config, get, net_spec, resolve  # noqa: E402
 from supernet.data import build_dataset, build_loader  # noqa: E402
-from supernet.runtime import select_device  # noqa: E402
+from supernet.runtime import setup_device  # noqa: E402
 
 GOAL_RATIO, GOAL_TAU = 10.0, 0.98
 
@@ -130,7 +130,7 @@ def main(argv=None):
         f"evaluate.subset={args.images}", f"evaluate.batch_size={args.batch_size}",
         "evaluate.calibration.mode=recalibrate", f"evaluate.calibration.batches={args.calib_batches}",
         f"evaluate.calibration.batch_size={args.calib_batch_size}", "evaluate.calibration.augment=false"])
-    device = select_device(get(cfg, "device", "auto"))
+    device = setup_device(cfg)
     amp = amp_dtype(get(cfg, "evaluate.amp"), device)
     workers = int(get(cfg, "data.num_workers", 0) or 0) if args.naive_workers is None else args.naive_workers
     print(f"device {device}; {args.subnets} released subnets, {args.images} eval images at "

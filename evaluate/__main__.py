@@ -163,7 +163,7 @@ def cmd_run(args):
 
     from evaluate.inputs import check_settings, weights_source
     from evaluate.results_store import ResultsStore, rank_share
-    from supernet.runtime import barrier, init_distributed, select_device
+    from supernet.runtime import barrier, init_distributed, setup_device
 
     check_settings(cfg)
     _, weights_path = weights_source(cfg)
@@ -180,7 +180,7 @@ def cmd_run(args):
     _say(f"{len(entries)} codes, {len(done)} already done; rank {rank} of {world}: "
          f"{len(pending)} of its {len(share)} to evaluate", rank)
     if pending:
-        device = select_device(get(cfg, "device", "auto"))
+        device = setup_device(cfg)
         evaluate_pending(cfg, store, pending, len(share), rank, world, device)
     barrier()
     if rank == 0:
@@ -222,9 +222,9 @@ def cmd_fidelity(args):
 
     for _, setting in setting_configs(cfg):
         check_settings(setting)
-    from supernet.runtime import select_device
+    from supernet.runtime import setup_device
 
-    device = select_device(get(cfg, "device", "auto"))
+    device = setup_device(cfg)
     report = run_fidelity(cfg, entries, device, log=print)
     print(format_table(report))
     path = get(cfg, "evaluate.fidelity.report", None)

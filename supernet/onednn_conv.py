@@ -14,7 +14,6 @@ thread-safe (primitives and their memory objects are cached per shape and reboun
 
 import collections
 import ctypes
-import functools
 import os
 import sys
 
@@ -449,33 +448,3 @@ class Conv2D(nn.Conv2D):
         if _layer_supported(self):
             return _conv2d_layer_forward(self, x)
         return super().forward(x)
-
-
-def _dynamic_forward(layer, x, out_channels=None):
-    from .ops import _check, _prefix  # the supernet's own slicing rules, not a copy of them
-
-    out_channels = layer.out_max if out_channels is None else out_channels
-    _check("DynamicConv2D output", out_channels, layer.out_max)
-    _check("DynamicConv2D input", x.shape[1], layer.in_max)
-    weight = _prefix(layer.weight, (out_channels, x.shape[1]))
-    return conv2d(x, weight, stride=layer.stride, padding=layer.padding)
-
-
-def patch_model(model):
-    """Route every plain `nn.Conv2D` and `DynamicConv2D` of `model` through `conv2d`; returns how many.
-
-    For models built before the switch was wired into their layers. What runs is still decided
-    per call by `set_backend`, so a patched model under 'paddle' computes exactly as before.
-    """
-    from .ops import DynamicConv2D
-
-    count = 0
-    for layer in model.sublayers(include_self=True):
-        if isinstance(layer, DynamicConv2D):
-            layer.forward = functools.partial(_dynamic_forward, layer)
-        elif isinstance(layer, nn.Conv2D) and not isinstance(layer, Conv2D) and _layer_supported(layer):
-            layer.forward = functools.partial(_conv2d_layer_forward, layer)
-        else:
-            continue
-        count += 1
-    return count

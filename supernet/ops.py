@@ -14,6 +14,8 @@ from paddle import nn
 
 from encoding import KitError
 
+from . import onednn_conv
+
 
 def _prefix(tensor, sizes):
     """The leading block of `tensor` with the given sizes (the tensor itself when full)."""
@@ -46,7 +48,7 @@ class DynamicConv2D(nn.Layer):
         _check("DynamicConv2D output", out_channels, self.out_max)
         _check("DynamicConv2D input", in_channels, self.in_max)
         weight = _prefix(self.weight, (out_channels, in_channels))
-        return F.conv2d(x, weight, stride=self.stride, padding=self.padding)
+        return onednn_conv.conv2d(x, weight, stride=self.stride, padding=self.padding)
 
     def extra_repr(self):
         return (f"in_max={self.in_max}, out_max={self.out_max}, kernel_size={self.kernel_size}, "

@@ -42,6 +42,16 @@ def select_device(name="auto"):
     return paddle.device.get_device()
 
 
+def setup_device(cfg):
+    """Select the config's device, then apply its CPU speed switches (`cpu:` section, see
+    supernet/cpu_speed.py; they leave GPU runs alone). Call before the first matmul or conv."""
+    from . import cpu_speed
+
+    device = select_device(cfg.get("device", "auto"))
+    cpu_speed.configure(cfg.get("cpu"), device=device)
+    return device
+
+
 def world_size():
     return dist.get_world_size()
 

@@ -11,6 +11,8 @@ from paddle import nn
 from encoding import Arch, KitError, NetSpec, parse, widths
 from encoding.netspec import STEMS
 
+from . import onednn_conv
+
 
 def resolve_spec(spec):
     """`None` means the challenge's full-size ImageNet net; anything else must be a NetSpec."""
@@ -25,7 +27,7 @@ class Stem(nn.Layer):
     def __init__(self, spec: NetSpec, out_channels):
         super().__init__()
         kernel, stride, padding, pool = STEMS[spec.stem]
-        self.conv = nn.Conv2D(spec.in_channels, out_channels, kernel, stride=stride, padding=padding,
+        self.conv = onednn_conv.Conv2D(spec.in_channels, out_channels, kernel, stride=stride, padding=padding,
                               bias_attr=False)
         self.bn = nn.BatchNorm2D(out_channels)
         self.relu = nn.ReLU()
@@ -39,14 +41,14 @@ class Stem(nn.Layer):
 class BasicBlock(nn.Layer):
     def __init__(self, in_channels, mid_channels, out_channels, stride):
         super().__init__()
-        self.conv1 = nn.Conv2D(in_channels, mid_channels, 3, stride=stride, padding=1, bias_attr=False)
+        self.conv1 = onednn_conv.Conv2D(in_channels, mid_channels, 3, stride=stride, padding=1, bias_attr=False)
         self.bn1 = nn.BatchNorm2D(mid_channels)
-        self.conv2 = nn.Conv2D(mid_channels, out_channels, 3, stride=1, padding=1, bias_attr=False)
+        self.conv2 = onednn_conv.Conv2D(mid_channels, out_channels, 3, stride=1, padding=1, bias_attr=False)
         self.bn2 = nn.BatchNorm2D(out_channels)
         self.relu = nn.ReLU()
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
-                nn.Conv2D(in_channels, out_channels, 1, stride=stride, bias_attr=False),
+                onednn_conv.Conv2D(in_channels, out_channels, 1, stride=stride, bias_attr=False),
                 nn.BatchNorm2D(out_channels),
             )
         else:

@@ -265,7 +265,7 @@ class Trainer:
         self.runtime = runtime
         self.cfg = cfg
         sn = self.sn = section(cfg)
-        self.device = runtime.select_device(cfg.get("device", "auto"))
+        self.device = runtime.setup_device(cfg)
         self.rank, self.world = runtime.init_distributed()
         self.main = self.rank == 0
         self.seed = int(sn.get("seed", 0))

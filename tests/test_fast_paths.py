@@ -14,6 +14,7 @@ from paddle import nn
 from encoding import RELEASED, KitError, NetSpec
 from supernet import cpu_speed, onednn_conv
 from supernet.model import ResNet48Supernet
+from supernet.ops import DynamicConv2D
 from supernet.static import build_static
 
 SPEC = NetSpec(width_mult=0.125, stem="small", in_channels=1, num_classes=10)
@@ -150,20 +151,26 @@ def step(model, x, y):
 
 
 def assert_same_function(plain, fast, x, y):
-    """Train mode: logits and the BN statistics it updates agree to 1e-5. Gradients are compared
-    in eval mode: at random init, train-mode BN over 8 images makes the gradients of these deep
-    nets jump by 1-10% when the input moves by 1e-7 (Paddle's own kernel does that to itself),
-    so only the eval-mode (fixed statistics) gradients are a fair equality."""
-    onednn_conv.set_backend("onednn")
+    """`plain` runs Paddle's conv kernel, `fast` oneDNN (same weights). Train mode: logits and the
+    BN statistics it updates agree to 1e-5. Gradients are compared in eval mode: at random init,
+    train-mode BN over 8 images makes the gradients of these deep nets jump by 1-10% when the
+    input moves by 1e-7 (Paddle's own kernel does that to itself), so only the eval-mode (fixed
+    statistics) gradients are a fair equality."""
+    def both():
+        onednn_conv.set_backend("paddle")
+        ref = step(plain, x, y)
+        onednn_conv.set_backend("onednn")
+        return ref, step(fast, x, y)
+
     for model in (plain, fast):
         model.train()
-    ref, got = step(plain, x, y), step(fast, x, y)
+    ref, got = both()
     assert rel(ref[0], got[0]) < 1e-5
     assert len(ref[2]) == len(got[2]) > 0
     assert max(rel(a, b) for a, b in zip(ref[2], got[2], strict=True)) < 1e-5
     for model in (plain, fast):
         model.eval()
-    ref, got = step(plain, x, y), step(fast, x, y)
+    ref, got = both()
     assert rel(ref[0], got[0]) < 1e-5
     assert len(ref[1]) == len(got[1]) > 0
     assert max(rel(a, b) for a, b in zip(ref[1], got[1], strict=True)) < 1e-5
@@ -176,7 +183,8 @@ def test_supernet_sliced_path_matches_plain_path(which):
     plain = ResNet48Supernet(SPEC)
     fast = ResNet48Supernet(SPEC)
     fast.set_state_dict(plain.state_dict())
-    assert onednn_conv.patch_model(fast) == 50  # stem, 23 x 2 block convs, 3 downsamples
+    # every conv of the supernet goes through the switch: stem, 23 x 2 block convs, 3 downsamples
+    assert sum(isinstance(m, DynamicConv2D) for m in fast.sublayers()) == 50
     for model in (plain, fast):
         model.set_active(arch)
     x, y = paddle.randn([8, 1, 28, 28]), paddle.randint(0, 10, [8])
@@ -192,7 +200,8 @@ def test_static_net_matches_plain_path():
     plain = build_static(RELEASED.max_arch(), SPEC)
     fast = build_static(RELEASED.max_arch(), SPEC)
     fast.set_state_dict(plain.state_dict())
-    assert onednn_conv.patch_model(fast) == 50
+    # build_static's convs are the switchable ones (same keys as nn.Conv2D: the official checkpoint loads)
+    assert sum(isinstance(m, onednn_conv.Conv2D) for m in fast.sublayers()) == 50
     x, y = paddle.randn([8, 1, 28, 28]), paddle.randint(0, 10, [8])
     assert_same_function(plain, fast, x, y)
 
@@ -262,6 +271,7 @@ paddle.seed(0)
 from encoding import NetSpec
 from supernet.static import build_static
 from supernet.model import ResNet48Supernet
+from supernet.ops import DynamicConv2D
 net = build_static(ResNet48Supernet.max_arch(), NetSpec(width_mult=0.125, stem="small", in_channels=1, num_classes=10))
 net.train()
 with paddle.no_grad():
@@ -283,3 +293,17 @@ def test_mkl_avx2_dispatch_keeps_results(repo_root):
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     for key in ("out", "mm"):
         assert rel(results[0][key], results[1][key]) < 1e-5, key
+
+
+def test_setup_device_applies_the_cpu_section():
+    # Every entry point selects its device through runtime.setup_device(cfg): the config's cpu:
+    # section must reach the conv switch, and a typo in it must stop the run.
+    from supernet.runtime import setup_device
+
+    cfg = {"device": "cpu", "cpu": {"conv": "onednn", "mkl_avx2_on_amd": "off", "keep_freed_memory": "off"}}
+    assert setup_device(cfg) == "cpu" and onednn_conv.backend() == "onednn"
+    cfg["cpu"]["conv"] = "paddle"
+    setup_device(cfg)
+    assert onednn_conv.backend() == "paddle"
+    with pytest.raises(KitError, match=r"unknown cpu config keys \['cnv'\]"):
+        setup_device({"device": "cpu", "cpu": {"cnv": "onednn"}})
