@@ -20,8 +20,12 @@ import paddle  # noqa: E402
 import paddle.nn.functional as F  # noqa: E402
 
 import encoding  # noqa: E402
-from supernet import ResNet48Supernet  # noqa: E402
-from supernet.config import default_config, get, net_spec, resolve  # noqa: E402
+from supernet import (
+    ResNet48Supernet,  # noqa: E402
+    onednn_conv,  # noqa: E402
+)
+from supernet.config import default_config, net_spec, resolve  # noqa: E402
+from supernet.runtime import setup_device  # noqa: E402
 
 GOAL = 1.15
 
@@ -64,17 +68,15 @@ def main(argv=None):
 
     cfg = resolve(args.config, overrides=args.overrides)
     spec = net_spec(cfg)
-    device = get(cfg, "device", "auto")
-    on_gpu = device == "gpu" or (device == "auto" and paddle.is_compiled_with_cuda()
-                                 and paddle.device.cuda.device_count() > 0)
-    paddle.set_device("gpu" if on_gpu else "cpu")
+    on_gpu = setup_device(cfg).startswith("gpu")  # the config's device and cpu: switches, as the entry points do
     paddle.seed(args.seed)
 
     net = ResNet48Supernet(spec)
     net.train()
     x = paddle.randn([args.batch_size, spec.in_channels, args.resolution, args.resolution])
     y = paddle.randint(0, spec.num_classes, [args.batch_size])
-    print(f"device {paddle.get_device()}, threads OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    print(f"device {paddle.get_device()}, conv {onednn_conv.backend()}, threads OMP_NUM_THREADS={threads}, "
           f"batch {args.batch_size}, {args.resolution}px, spec {spec.to_dict()}")
     print(f"{'code':8s} {'MMACs':>8s} {'supernet ms':>12s} {'static ms':>10s} {'ratio':>6s}")
     worst = 0.0
