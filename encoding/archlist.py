@@ -52,18 +52,22 @@ def loads_arch_list(text, source="<string>"):
     return entries
 
 
-def read_arch_list(path):
-    """Entries of an architecture list, in file order. `acc` is kept as written (not checked)."""
+def read_text(path, error=ArchListError):
+    """A UTF-8 file's text; a missing, unreadable or non-UTF-8 file raises `error` naming the path."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except FileNotFoundError:
-        raise ArchListError(f"{path}: no such file") from None
+        raise error(f"{path}: no such file") from None
     except UnicodeDecodeError as e:
-        raise ArchListError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
-        raise ArchListError(f"{path}: cannot read ({e.strerror or e})") from None
-    return loads_arch_list(text, source=str(path))
+        raise error(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def read_arch_list(path):
+    """Entries of an architecture list, in file order. `acc` is kept as written (not checked)."""
+    return loads_arch_list(read_text(path), source=str(path))
 
 
 def dumps_arch_list(entries):

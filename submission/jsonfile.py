@@ -7,6 +7,8 @@ repeated keys.
 
 import json
 
+from encoding.archlist import read_text
+
 from .errors import SubmissionError
 
 
@@ -34,14 +36,7 @@ def loads(text, source="<string>"):
 
 
 def load(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise SubmissionError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise SubmissionError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return loads(text, source=str(path))
+    return loads(read_text(path, SubmissionError), source=str(path))
 
 
 def is_number(value):

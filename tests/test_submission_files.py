@@ -338,3 +338,12 @@ def test_submission_tools_never_import_paddle():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_unreadable_submission_path_names_it(tmp_path):
+    # a directory where a file belongs: the kit's error with the path, not a raw IsADirectoryError
+    from submission import jsonfile
+    from submission.errors import SubmissionError
+
+    with pytest.raises(SubmissionError, match=f"{tmp_path}: cannot read"):
+        jsonfile.load(tmp_path)
