@@ -455,6 +455,11 @@ def _read_result(path, code, seed, cfg):
     return result
 
 
+def gt_recipe(cfg):
+    """What a ground-truth entry depends on besides its code and seeds (stored with it, checked on skip)."""
+    return {k: v for k, v in recipe(cfg).items() if k not in ("train.arch", "train.seed")}
+
+
 def build_ground_truth(cfg):
     from supernet.runtime import barrier, is_main, setup_device
 
@@ -486,6 +491,10 @@ def build_ground_truth(cfg):
             if old is not None and old.get("arch") != code:
                 raise TrainingError(f"{gt_path}: {entry.id} is {old.get('arch')} there but {code} in {gt_cfg['archs']}")
             if old is not None and old.get("seeds") == seeds:
+                changes = recipe_changes(old.get("recipe", {}), gt_recipe(cfg))
+                if changes:
+                    raise TrainingError(f"{gt_path}: {entry.id} was trained with other settings "
+                                        f"({'; '.join(changes[:5])}): give another --out, or delete the file to retrain")
                 log.info("%s: finished, skipped", entry.id)
                 continue
             results = []
@@ -505,6 +514,7 @@ def build_ground_truth(cfg):
                 "acc": float(np.mean(accs)), "arch": code, "seeds": seeds, "accs": accs,
                 "top5": [r["top5"] for r in results], "loss": [r["loss"] for r in results],
                 "params": results[0]["params"], "macs": results[0]["macs"], "epochs": results[0]["epochs"],
+                "recipe": gt_recipe(cfg),
                 "runs": [os.path.relpath(os.path.join(base_out, f"{entry.id}_seed{s}"),
                                          os.path.dirname(os.path.abspath(gt_path))) for s in seeds],
             }

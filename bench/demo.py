@@ -33,7 +33,7 @@ rerun the same command to continue; ids are the 40 codes `pretrain.py gt --sampl
 in an interleaved MACs order so that any finished prefix spans the MACs range):
 
   python pretrain.py gt --config configs/demo.yaml --archs configs/demo_archs.json --repeat 2 --seed 0 \\
-      --output runs/demo-gt-s32k --out configs/demo_gt.json --ids GT_IDS        (GT_IDS below)
+      --output runs/demo-gt16 --out configs/demo_gt.json --ids GT_IDS        (GT_IDS below)
 
 Only the standard library is imported at the top: with --setup this script runs before the
 requirements are installed.
@@ -49,10 +49,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-GT_IDS = ("arch305,arch390,arch407,arch58,arch101,arch225,arch82,arch70,arch310,arch134,arch350,arch351,arch204,"
-          "arch362,arch276,arch188,arch217,arch151,arch150,arch376,arch349,arch34,arch317,arch345,arch233,arch197,"
-          "arch498,arch189,arch449,arch287,arch268,arch372,arch59,arch418,arch206,arch497,arch425,arch209,arch231,"
-          "arch62")
+GT_IDS = ("arch305,arch62,arch377,arch464,arch236,arch283,arch255,arch190,arch259,arch194,arch446,arch150,"
+          "arch491,arch430,arch314,arch124,arch450,arch490,arch263,arch42,arch67,arch337,arch478,arch472,"
+          "arch43,arch495,arch247,arch161,arch191,arch370,arch13,arch345,arch257,arch310,arch146,arch477,"
+          "arch35,arch242,arch440,arch98")
 # The baseline strategy: plain uniform single-path sampling (no sandwich rule, no in-place distillation).
 BASELINE = ("uniform", ["supernet.sampler.strategy=uniform", "supernet.sampler.sandwich=false",
                         "supernet.sampler.num_random=1", "supernet.loss.inplace_distill=false"])
@@ -156,9 +156,9 @@ def variant_stages(name, strategy_keys, args, py, score_config):
 
 
 def score_config_path(args):
-    """The config whose model section sets the MACs/params baselines: CONFIG itself, or, when
-    key=value overrides change model.* or CONFIG inherits its model section (`base:`), which
-    `submission score` reads as plain YAML, that section resolved into OUT/model.yaml."""
+    """The config whose model section and data.resolution set the MACs/params baselines: CONFIG
+    itself, or, when key=value overrides change them or CONFIG inherits (`base:`), which
+    `submission score` reads as plain YAML, those resolved into OUT/model.yaml."""
     sys.path.insert(0, ROOT)
     import yaml
 
@@ -166,14 +166,15 @@ def score_config_path(args):
 
     with open(args.config, encoding="utf-8") as f:
         raw = yaml.safe_load(f) or {}
-    if "base" not in raw and not any(o.startswith("model.") for o in args.overrides):
+    wanted = [o for o in args.overrides if o.startswith(("model.", "data.resolution="))]
+    if "base" not in raw and not wanted:
         return args.config
 
-    cfg = resolve(args.config, overrides=[o for o in args.overrides if o.startswith("model.")])
+    cfg = resolve(args.config, overrides=wanted)
     path = os.path.join(args.out, "model.yaml")
     os.makedirs(args.out, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        f.write(dump({"model": cfg["model"]}))
+        f.write(dump({"model": cfg["model"], "data": {"resolution": cfg["data"]["resolution"]}}))
     return path
 
 
@@ -313,7 +314,7 @@ def main(argv=None):
     else:
         print(f"\nno ground truth at {args.gt}: submissions were made and validated but not scored. Build it with\n"
               f"  python pretrain.py gt --config configs/demo.yaml --archs configs/demo_archs.json --repeat 2 "
-              f"--seed 0 --output runs/demo-gt-s32k --out {args.gt} --ids {GT_IDS}")
+              f"--seed 0 --output runs/demo-gt16 --out {args.gt} --ids {GT_IDS}")
     path = os.path.join(args.out, "demo_report.json")
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -26,8 +26,8 @@ def _read_config(path):
     if isinstance(cfg, dict) and cfg.get("base"):
         parent = _read_config(os.path.join(os.path.dirname(os.path.abspath(path)), cfg.pop("base")))
         if isinstance(parent, dict):
-            model = {**(parent.get("model") or {}), **(cfg.get("model") or {})}
-            cfg = {**parent, **cfg, "model": model}
+            sections = {k: {**(parent.get(k) or {}), **(cfg.get(k) or {})} for k in ("model", "data")}
+            cfg = {**parent, **cfg, **sections}
     return cfg
 
 
@@ -44,10 +44,24 @@ def net_spec_from_config(path):
         raise SubmissionError(f"{path}: bad 'model:' section: {e}") from None
 
 
-def cost_baselines(ids, codes, spec=None):
+def resolution_from_config(path):
+    """The config's `data.resolution` (the input side the MACs baseline is counted at), or None:
+    then each code's own size digit (224 px) counts, as for the challenge."""
+    if path is None:
+        return None
+    data = _read_config(path).get("data") or {}
+    value = data.get("resolution") if isinstance(data, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SubmissionError(f"{path}: data.resolution must be a positive integer, got {value!r}")
+    return value
+
+
+def cost_baselines(ids, codes, spec=None, resolution=None):
     """{"macs": int64 array, "params": int64 array} in the order of `codes`; a bad code names its id."""
     try:
-        params, macs = costs(codes, spec or NetSpec())
+        params, macs = costs(codes, spec or NetSpec(), resolution=resolution)
     except CodeError as e:
         culprit = next((i for i, c in zip(ids, codes, strict=True) if c == e.code), "?")
         raise SubmissionError(f"{culprit}: {e}") from None

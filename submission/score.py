@@ -101,7 +101,7 @@ def _safe(fn, *args, **kwargs):
 
 
 def score(submission_path, gt_path, spec=None, split_seed=None, n_resamples=metrics.N_RESAMPLES, seed=0,
-          level=metrics.LEVEL, max_size=metrics.BOOTSTRAP_MAX_SIZE):
+          level=metrics.LEVEL, max_size=metrics.BOOTSTRAP_MAX_SIZE, resolution=None):
     """The full report as a JSON-ready dict (see format_report for the printed form)."""
     start = time.perf_counter()
     spec = spec or NetSpec()
@@ -109,14 +109,14 @@ def score(submission_path, gt_path, spec=None, split_seed=None, n_resamples=metr
     pred = predictions_for(submission_path, ids, codes)
     _require_spread(pred, ids, "submission acc values")
     _require_spread(truth, ids, "ground-truth accuracies")
-    cost = cost_baselines(ids, codes, spec)
+    cost = cost_baselines(ids, codes, spec, resolution)
     predictors = {"submission": pred, "macs": cost["macs"].astype(np.float64),
                   "params": cost["params"].astype(np.float64)}
     kwargs = dict(n_resamples=n_resamples, seed=seed, level=level, max_size=max_size)
     tables = {name: _safe(metrics.score_table, values, truth, **kwargs) for name, values in predictors.items()}
     report = {
         "submission": str(submission_path), "ground_truth": str(gt_path), "n": len(ids),
-        "net_spec": spec.to_dict(), "predictors": tables,
+        "net_spec": spec.to_dict(), "resolution": resolution, "predictors": tables,
         "bootstrap": {"n_resamples": n_resamples, "seed": seed, "level": level, "max_size": max_size},
         "split": None,
     }
@@ -151,6 +151,8 @@ def format_report(report):
     tables = report["predictors"]
     sub = tables["submission"]
     lines = [f"scored {report['n']} ground-truth entries of {report['submission']} against {report['ground_truth']}"]
+    if report.get("resolution"):
+        lines.append(f"MACs counted at {report['resolution']} px (the config's data.resolution)")
     head = f"{'metric':<38}" + "".join(f"{name:>16}" for name in ("submission", "MACs", "params"))
     lines += [head, "-" * len(head)]
 

@@ -213,3 +213,27 @@ def test_image_subset_from_config(tree):
     again = build_dataset(_cfg(tree, "folders", train_subset=6, subset_seed=4), "train")
     assert len(ds) == 6 and ds.paths == again.paths
     assert np.bincount(ds.labels).tolist() == [2, 2, 2]
+
+
+def test_holdout_moves_stratified_training_images_to_validation(tree):
+    train_all = build_dataset(_cfg(tree, "folders"), "train")
+    val_all = build_dataset(_cfg(tree, "folders"), "val")
+    train = build_dataset(_cfg(tree, "folders", holdout=3), "train")
+    val = build_dataset(_cfg(tree, "folders", holdout=3), "val")
+    # 3 of the class counts (3, 4, 3): shares 0.9, 1.2, 0.9 -> floors 0, 1, 0; the 2 leftover places
+    # go to the largest fractional parts (classes 0 and 2): one image of each class is held out
+    held = val.paths[len(val_all):]
+    assert val.paths[:len(val_all)] == val_all.paths and len(held) == 3
+    assert np.bincount(val.labels[len(val_all):]).tolist() == [1, 1, 1]
+    assert sorted(train.paths + held) == sorted(train_all.paths) and not set(train.paths) & set(held)
+    assert [train_all.labels[train_all.paths.index(p)] for p in held] == val.labels[len(val_all):].tolist()
+    # held-out images get the evaluation transform in the validation split
+    i = len(val_all)
+    image, label, _ = val[i]
+    expected, _, _ = build_dataset(_cfg(tree, "folders"), "train", augment=False)[train_all.paths.index(held[0])]
+    np.testing.assert_array_equal(image, expected)
+    # the training subset is drawn from what is left
+    sub = build_dataset(_cfg(tree, "folders", holdout=3, train_subset=4), "train")
+    assert len(sub) == 4 and set(sub.paths) <= set(train.paths)
+    with pytest.raises(DataError, match="data.holdout 10: the training split has 10 images"):
+        build_dataset(_cfg(tree, "folders", holdout=10), "val")

@@ -80,6 +80,12 @@ def test_gt_writes_challenge_format_skips_finished_and_resumes_unfinished(setup,
     assert again["arch3"]["acc"] == first_acc  # resumed training is deterministic
     assert _mtime(out / "arch1_seed0" / "model.pdparams") == stamps["arch1"]
 
+    # a finished entry trained with another recipe is refused, naming the setting
+    assert gt["arch1"]["recipe"]["train.max_epoch"] == 2 and "train.seed" not in gt["arch1"]["recipe"]
+    assert pretrain.main(args + ["--ids", "arch1", "--max_epoch", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "arch1 was trained with other settings" in err and "train.max_epoch: 2 -> 3" in err
+
     # the same id with another code is refused
     write_arch_list(out / "other.json", [ArchEntry("arch1", codes[1])])
     assert pretrain.main(args + ["--archs", str(out / "other.json"), "--ids", "arch1"]) == 1

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from encoding import DOCUMENTED, ArchEntry, NetSpec, costs, read_arch_list, write_arch_list
+from encoding import DOCUMENTED, RELEASED, ArchEntry, NetSpec, costs, read_arch_list, write_arch_list
 from submission import metrics
 from submission.errors import SubmissionError
 from submission.score import format_report, score
@@ -282,3 +282,31 @@ def test_config_base_inheritance_reaches_the_baselines(tmp_path):
     child.write_text(f"base: {ROOT / 'configs' / 'demo.yaml'}\nmodel: {{width_mult: 0.25}}\n")
     spec = net_spec_from_config(child)
     assert spec.width_mult == 0.25 and spec.stem == "small" and spec.in_channels == 1 and spec.num_classes == 10
+
+
+def test_macs_baseline_is_counted_at_the_configs_resolution(tmp_path):
+    # The challenge stem (7x7/2 + pool) leaves stage maps 4/2/1/1 at 16 px but 56/28/14/7 at 224 px:
+    # the stages weigh differently, the two MACs rankings differ, and the baseline must use the
+    # config's side.
+    from submission.baselines import resolution_from_config
+
+    codes = [a.code() for a in RELEASED.sample_many(40, seed=5)]
+    spec = NetSpec()
+    at16, at224 = costs(codes, spec, resolution=16)[1], costs(codes, spec)[1]
+    assert stats.kendalltau(at16, at224)[0] < 1.0
+    gt = {f"a{i}": {"acc": float(m), "arch": c} for i, (c, m) in enumerate(zip(codes, at16, strict=True))}
+    sub = tmp_path / "sub.json"
+    write_arch_list(sub, [ArchEntry(f"a{i}", c, float(-i)) for i, c in enumerate(codes)])
+    gt_path = _gt_file(tmp_path, json.dumps(gt))
+    report, _ = score(sub, gt_path, spec=spec, resolution=16, n_resamples=0)
+    assert report["predictors"]["macs"]["kendall_tau_b"] == 1.0 and report["resolution"] == 16
+    assert "MACs counted at 16 px" in format_report(report)
+    report, _ = score(sub, gt_path, spec=spec, n_resamples=0)
+    assert report["predictors"]["macs"]["kendall_tau_b"] < 1.0
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"base: {ROOT / 'configs' / 'demo.yaml'}\ndata: {{resolution: 12}}\n")
+    assert resolution_from_config(cfg) == 12 and resolution_from_config(ROOT / "configs" / "demo.yaml") == 16
+    assert resolution_from_config(None) is None
+    cfg.write_text("model: {}\ndata: {resolution: big}\n")
+    with pytest.raises(SubmissionError, match="data.resolution must be a positive integer, got 'big'"):
+        resolution_from_config(cfg)

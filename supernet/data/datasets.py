@@ -88,6 +88,10 @@ class SampleDataset(paddle.io.Dataset):
     def subset(self, indices):
         raise NotImplementedError
 
+    def concat(self, other):
+        """This dataset's samples followed by `other`'s (same kind and classes), with this transform."""
+        raise NotImplementedError
+
 
 class ImageFiles(SampleDataset):
     """Image files on disk, decoded with PIL as RGB (or 'L' for one-channel models)."""
@@ -115,6 +119,10 @@ class ImageFiles(SampleDataset):
         return ImageFiles([self.paths[i] for i in idx], self.labels[idx], self.transform, self.classes,
                           self.mode, self.root)
 
+    def concat(self, other):
+        return ImageFiles(self.paths + other.paths, np.concatenate([self.labels, other.labels]), self.transform,
+                          self.classes, self.mode, self.root)
+
 
 class ArrayImages(SampleDataset):
     """Images held in memory as a uint8 array [N, H, W] (Fashion-MNIST)."""
@@ -131,6 +139,10 @@ class ArrayImages(SampleDataset):
     def subset(self, indices):
         idx = np.asarray(indices, dtype=np.int64)
         return ArrayImages(self.images[idx], self.labels[idx], self.transform, self.classes)
+
+    def concat(self, other):
+        return ArrayImages(np.concatenate([self.images, other.images]), np.concatenate([self.labels, other.labels]),
+                           self.transform, self.classes)
 
 
 # --- ImageNet layouts ----------------------------------------------------------------------------
@@ -289,9 +301,36 @@ def build_dataset(cfg, split="train", augment=None):
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: expected 'train' or 'val'")
     augment = split == "train" if augment is None else augment
+    kind = _augment(cfg, augment)
+    dataset = _split_dataset(cfg, split, kind)
+    holdout = get(cfg, "data.holdout", None)
+    if holdout:
+        dataset = _apply_holdout(cfg, split, kind, dataset, int(holdout))
+    size = get(cfg, f"data.{split}_subset", None)
+    if size is not None:
+        dataset = dataset.subset(stratified_subset(dataset.labels, size, get(cfg, "data.subset_seed", 0)))
+    return dataset
+
+
+def _apply_holdout(cfg, split, kind, dataset, holdout):
+    """`data.holdout` training images leave the training split and join the validation split:
+    a larger validation set where the official one is small (Fashion-MNIST's 10,000 images put
+    +-0.16% of sampling noise on each accuracy, as much as seed-to-seed training noise)."""
+    train = dataset if split == "train" else _split_dataset(cfg, "train", kind)
+    if not 0 < holdout < len(train):
+        raise DataError(f"data.holdout {holdout}: the training split has {len(train)} images "
+                        f"(hold out between 1 and {len(train) - 1})")
+    held = stratified_subset(train.labels, holdout, get(cfg, "data.subset_seed", 0))
+    if split == "train":
+        return dataset.subset(np.setdiff1d(np.arange(len(train)), held))
+    if list(train.classes) != list(dataset.classes):
+        raise DataError("data.holdout: the training and validation splits have different classes")
+    return dataset.concat(train.subset(held))
+
+
+def _split_dataset(cfg, split, kind):
     name = get(cfg, "data.name", "imagenet")
     resolution = int(get(cfg, "data.resolution"))
-    kind = _augment(cfg, augment)
     if name == "fashion_mnist":
         if get(cfg, "data.image_dir", None):
             raise DataError("data.image_dir is set but data.name is fashion_mnist: set data.name=imagenet "
@@ -318,7 +357,4 @@ def build_dataset(cfg, split="train", augment=None):
         dataset = ImageFiles(paths, labels, transform, classes, mode, root=get(cfg, "data.image_dir"))
     else:
         raise DataError(f"unknown data.name {name!r}: expected one of {', '.join(DATASETS)}")
-    size = get(cfg, f"data.{split}_subset", None)
-    if size is not None:
-        dataset = dataset.subset(stratified_subset(dataset.labels, size, get(cfg, "data.subset_seed", 0)))
     return dataset
