@@ -11,23 +11,28 @@ FILES = [".ci/run", "requirements.txt", "README.md"]
 PADDLE_FREE = ["encoding", "submission"]
 
 
-def _first_bash_block(text):
-    lines = text.splitlines()
-    start = lines.index("```bash") + 1
-    end = lines.index("```", start)
-    return [line for line in lines[start:end] if line.strip()]
+def _bash_blocks(text):
+    """Non-empty lines of each ```bash block, in order."""
+    lines, blocks, i = text.splitlines(), [], 0
+    while "```bash" in lines[i:]:
+        start = lines.index("```bash", i) + 1
+        end = lines.index("```", start)
+        blocks.append([line for line in lines[start:end] if line.strip()])
+        i = end + 1
+    return blocks
 
 
 def _command_lines(script):
     return [line.strip() for line in script.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def test_readme_test_command_is_what_ci_runs(repo_root):
-    block = _first_bash_block((repo_root / "README.md").read_text(encoding="utf-8"))
-    assert len(block) == 1, f"the README's first bash block should hold the one test command, got {block}"
+def test_readme_opens_with_the_main_job_then_the_test_command_ci_runs(repo_root):
+    main_job, tests = _bash_blocks((repo_root / "README.md").read_text(encoding="utf-8"))[:2]
+    assert len(main_job) == 1 and len(tests) == 1, f"one command per set-up block, got {main_job} and {tests}"
+    assert "bench/demo.py --setup" in main_job[0] and main_job[0].startswith("python3 -m venv .venv")
     ci = _command_lines((repo_root / ".ci" / "run").read_text(encoding="utf-8"))
-    assert ci[-1] == block[0].strip()
-    assert "pytest" in block[0]
+    assert ci[-1] == tests[0].strip()
+    assert "pytest" in tests[0]
 
 
 def test_ci_script_is_executable_from_anywhere(repo_root):

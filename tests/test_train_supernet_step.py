@@ -91,7 +91,10 @@ def test_inplace_distillation_step(image_dir, tmp_path):
     np.testing.assert_allclose(values, expected, rtol=1e-4)
     assert sorted(grads) == sorted(expected_grads)
     for n in grads:
-        np.testing.assert_allclose(grads[n], expected_grads[n], rtol=1e-3, atol=1e-6, err_msg=n)
+        # per-path backward passes accumulate in another order than one backward of the sum:
+        # float32 rounding on the scale of the tensor's largest gradient
+        scale = float(np.abs(expected_grads[n]).max())
+        np.testing.assert_allclose(grads[n], expected_grads[n], rtol=1e-3, atol=1e-5 * scale, err_msg=n)
     # first SGD step from zero velocity: p - lr * (g + wd * p)
     lr = 0.1 * 16 / 256 / 4  # base_lr * batch / 256, and warmup (1 epoch = 4 steps) starts at 1/4 of it
     wd = 1e-4
