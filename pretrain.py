@@ -479,6 +479,7 @@ def build_ground_truth(cfg):
     seeds = list(range(seed0, seed0 + repeat))
     setup_device(cfg)
 
+    this_recipe = gt_recipe(cfg)
     ground = {}
     if os.path.isfile(gt_path):
         with open(gt_path, encoding="utf-8") as f:
@@ -491,7 +492,7 @@ def build_ground_truth(cfg):
             if old is not None and old.get("arch") != code:
                 raise TrainingError(f"{gt_path}: {entry.id} is {old.get('arch')} there but {code} in {gt_cfg['archs']}")
             if old is not None and old.get("seeds") == seeds:
-                changes = recipe_changes(old.get("recipe", {}), gt_recipe(cfg))
+                changes = recipe_changes(old.get("recipe", {}), this_recipe)
                 if changes:
                     raise TrainingError(f"{gt_path}: {entry.id} was trained with other settings "
                                         f"({'; '.join(changes[:5])}): give another --out, or delete the file to retrain")
@@ -514,7 +515,7 @@ def build_ground_truth(cfg):
                 "acc": float(np.mean(accs)), "arch": code, "seeds": seeds, "accs": accs,
                 "top5": [r["top5"] for r in results], "loss": [r["loss"] for r in results],
                 "params": results[0]["params"], "macs": results[0]["macs"], "epochs": results[0]["epochs"],
-                "recipe": gt_recipe(cfg),
+                "recipe": this_recipe,
                 "runs": [os.path.relpath(os.path.join(base_out, f"{entry.id}_seed{s}"),
                                          os.path.dirname(os.path.abspath(gt_path))) for s in seeds],
             }

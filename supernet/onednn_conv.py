@@ -252,35 +252,36 @@ class _Plan:
         self.bw_dy = _Operand(lib, y_md, q(bwd_weights, _Q_DIFF_DST, 0), owned, temporary)
         self.bw_dw = _Operand(lib, w_md, q(bwd_weights, _Q_DIFF_WEIGHTS, 0), owned, temporary, output=True)
 
+    def _execute(self, primitive, out_shape, inputs, out_arg, out_operand):
+        """Run `primitive` on (arg, operand, tensor) inputs into a new float32 tensor; the
+        operands' keep-alive handles live until the primitive and the copy-back are done."""
+        out = paddle.empty(list(out_shape), dtype="float32")
+        args, keep = [], []
+        for arg, operand, tensor in inputs:
+            memory, handle = operand.source(tensor)
+            args.append((arg, memory))
+            keep.append(handle)
+        memory, handle = out_operand.target(out)
+        args.append((out_arg, memory))
+        keep.append(handle)
+        self.lib.execute(primitive, args)
+        out_operand.finish()
+        del keep
+        return out
+
     def forward(self, x, w):
-        y = paddle.empty(self.y_shape, dtype="float32")
-        mx, kx = self.fwd_x.source(x)
-        mw, kw = self.fwd_w.source(w)
-        my, ky = self.fwd_y.target(y)
-        self.lib.execute(self.fwd, [(_ARG_SRC, mx), (_ARG_WEIGHTS, mw), (_ARG_DST, my)])
-        self.fwd_y.finish()
-        del kx, kw, ky
-        return y
+        return self._execute(self.fwd, self.y_shape, [(_ARG_SRC, self.fwd_x, x), (_ARG_WEIGHTS, self.fwd_w, w)],
+                             _ARG_DST, self.fwd_y)
 
     def backward_weights(self, x, dy):
-        dw = paddle.empty(self.w_shape, dtype="float32")
-        mx, kx = self.bw_x.source(x)
-        mdy, kdy = self.bw_dy.source(dy)
-        mdw, kdw = self.bw_dw.target(dw)
-        self.lib.execute(self.bwd_weights, [(_ARG_SRC, mx), (_ARG_DIFF_DST, mdy), (_ARG_DIFF_WEIGHTS, mdw)])
-        self.bw_dw.finish()
-        del kx, kdy, kdw
-        return dw
+        return self._execute(self.bwd_weights, self.w_shape,
+                             [(_ARG_SRC, self.bw_x, x), (_ARG_DIFF_DST, self.bw_dy, dy)],
+                             _ARG_DIFF_WEIGHTS, self.bw_dw)
 
     def backward_data(self, x_shape, w, dy):
-        dx = paddle.empty(list(x_shape), dtype="float32")
-        mdy, kdy = self.bd_dy.source(dy)
-        mw, kw = self.bd_w.source(w)
-        mdx, kdx = self.bd_dx.target(dx)
-        self.lib.execute(self.bwd_data, [(_ARG_DIFF_DST, mdy), (_ARG_WEIGHTS, mw), (_ARG_DIFF_SRC, mdx)])
-        self.bd_dx.finish()
-        del kdy, kw, kdx
-        return dx
+        return self._execute(self.bwd_data, x_shape,
+                             [(_ARG_DIFF_DST, self.bd_dy, dy), (_ARG_WEIGHTS, self.bd_w, w)],
+                             _ARG_DIFF_SRC, self.bd_dx)
 
 
 # --- state --------------------------------------------------------------------------------
