@@ -2,6 +2,7 @@
 
 import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -237,3 +238,14 @@ def test_holdout_moves_stratified_training_images_to_validation(tree):
     assert len(sub) == 4 and set(sub.paths) <= set(train.paths)
     with pytest.raises(DataError, match="data.holdout 10: the training split has 10 images"):
         build_dataset(_cfg(tree, "folders", holdout=10), "val")
+
+
+def test_holdout_refuses_splits_with_different_classes(tree, tmp_path):
+    # list files name classes by label: a val list without the last label has one class fewer
+    root = tmp_path / "copy"
+    shutil.copytree(tree, root)
+    val_list = root / "val_list.txt"
+    rows = [r for r in val_list.read_text().splitlines() if not r.endswith(" 2")]
+    val_list.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match="data.holdout: the training and validation splits have different classes"):
+        build_dataset(_cfg(str(root), "lists", holdout=3), "val")
