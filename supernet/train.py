@@ -10,8 +10,8 @@ accumulates its paths without gradient sync; one fused all-reduce then averages 
 gradients, so parameters that only some paths touched are reduced like all others.
 
 The run directory (`supernet.output_dir`) is the unit of resumption: rerunning the same
-command after a crash loads the newest checkpoint there, skips the batches that epoch already
-trained (the data order is a function of seed and epoch) and continues with bit-identical
+command after a crash loads the newest checkpoint there, starts that epoch at its first untrained
+batch without loading the ones before (the data order is a function of seed and epoch) and continues with bit-identical
 results on CPU. It holds checkpoints/step_NNNNNNNNN.pdckpt, train_log.jsonl (step, checkpoint
 and rank-check records; epoch and step are 1-based), ledger-supernet*.jsonl (time and energy
 per epoch), config.yaml, train_summary.json and, once all epochs are done, supernet.pdparams
@@ -521,7 +521,7 @@ class Trainer:
                 if start_step == 0 and self.rng_to_restore is not None:
                     self.runtime.set_rng_state(self.rng_to_restore)  # the state the epoch began with
                     self.rng_to_restore = None
-                self.loader.set_epoch(epoch)
+                self.loader.set_epoch(epoch, start_batch=start_step)  # trained batches are not loaded again
                 images, done_steps, first_step = 0, start_step, start_step
                 phase = ledger.phase(f"epoch_{epoch + 1}", epoch=epoch + 1) if ledger else contextlib.nullcontext()
                 with phase as ph:
@@ -529,8 +529,6 @@ class Trainer:
                                desc=f"epoch {epoch + 1}/{self.epochs}", dynamic_ncols=True)
                     t_last, n_last, ips = time.perf_counter(), 0, None
                     batches = iter(self.loader)
-                    for _ in range(start_step):  # trained before the interruption: same order, same batches
-                        next(batches)
                     if self.rng_to_restore is not None:
                         self.runtime.set_rng_state(self.rng_to_restore)
                         self.rng_to_restore = None

@@ -197,6 +197,34 @@ def test_shards_and_shuffles(tree):
         build_loader(ds, 2, shuffle=True, drop_last=False, exact_shards=True)
 
 
+def test_resumed_epoch_starts_at_its_batch_without_loading_the_ones_before(tree):
+    ds = build_dataset(_cfg(tree, "folders", train_subset=None), "train", augment=True)
+    loads = []
+    real_getitem = type(ds).__getitem__
+
+    class Counting(type(ds)):
+        def __getitem__(self, key):
+            loads.append(key)
+            return real_getitem(self, key)
+
+    ds.__class__ = Counting
+    loader = build_loader(ds, 3, shuffle=True, drop_last=True, num_workers=0, seed=5)
+    loader.set_epoch(2)
+    whole = [(x.numpy(), y.numpy()) for x, y in loader]
+    assert len(whole) == len(loader) == 3 and len(loads) == 9
+    loads.clear()
+    loader.set_epoch(2, start_batch=2)
+    rest = [(x.numpy(), y.numpy()) for x, y in loader]
+    assert len(loads) == 3 and len(loader) == 3  # one batch loaded; the length is still the epoch's
+    assert len(rest) == 1
+    np.testing.assert_array_equal(rest[0][0], whole[2][0])  # same images, same augmentation draws
+    np.testing.assert_array_equal(rest[0][1], whole[2][1])
+    loader.set_epoch(3)  # the next epoch starts at its beginning again
+    assert len(list(loader)) == 3
+    with pytest.raises(DataError, match="start_batch 4 is outside the epoch's 3 batches"):
+        loader.set_epoch(2, start_batch=4)
+
+
 def test_stratified_subset_by_hand():
     labels = np.array([0] * 6 + [1] * 3 + [2] * 1)
     # exact shares for 4 of 10: 2.4, 1.2, 0.4 -> floors 2, 1, 0; the leftover place goes to class 2

@@ -2,7 +2,10 @@
 
 Training shards come from `paddle.io.DistributedBatchSampler` (every rank the same number of
 batches, as data-parallel training needs); its shuffle is seeded by (seed, epoch) rather than
-the epoch alone, so different seeds see different orders. Evaluation shards (`exact_shards`)
+the epoch alone, so different seeds see different orders. A resumed epoch starts at its first
+untrained batch (`set_epoch(e, start_batch=k)`): the skipped batches are never loaded, and since
+every sample's augmentation is seeded by its key, batch k onwards is what it would have been.
+Evaluation shards (`exact_shards`)
 split the indices rank::world without padding, so summed metrics count each sample once.
 """
 
@@ -34,9 +37,13 @@ class ShardedBatchSampler(DistributedBatchSampler):
             raise DataError("exact_shards is for evaluation: it needs shuffle=False and drop_last=False")
         self.set_epoch(0)
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch, start_batch=0):
+        start_batch = int(start_batch)
+        if not 0 <= start_batch <= len(self):
+            raise DataError(f"start_batch {start_batch} is outside the epoch's {len(self)} batches")
         self.logical_epoch = int(epoch)
         self.epoch = _shuffle_seed(self.seed, epoch)
+        self.start_batch = start_batch
 
     def _indices(self):
         if self.exact_shards:
@@ -48,7 +55,7 @@ class ShardedBatchSampler(DistributedBatchSampler):
         return batches
 
     def __iter__(self):
-        for batch in self._indices():
+        for batch in self._indices()[self.start_batch:]:
             yield [(int(i), self.logical_epoch, self.seed) for i in batch]
 
     def __len__(self):
@@ -59,7 +66,8 @@ class ShardedBatchSampler(DistributedBatchSampler):
 
 
 class Loader:
-    """Iterates `(images, labels)` tensors of this rank's shard; call `set_epoch(e)` before each epoch.
+    """Iterates `(images, labels)` tensors of this rank's shard; call `set_epoch(e)` before each epoch
+    (`set_epoch(e, start_batch=k)` to resume it at batch k; `len()` still counts the whole epoch).
 
     `bad_count` is the number of unreadable images met (and replaced) in the current or last
     pass; each one is logged with its path once per process.
@@ -78,8 +86,8 @@ class Loader:
         self.bad_count = 0
         self.reported = set()
 
-    def set_epoch(self, epoch):
-        self.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch, start_batch=0):
+        self.sampler.set_epoch(epoch, start_batch)
 
     @property
     def epoch(self):
