@@ -62,12 +62,11 @@ def _validate(args):
 
 
 def _score(args):
-    from .baselines import net_spec_from_config, resolution_from_config  # scipy, yaml, costs: only when scoring
+    from .baselines import cost_setting_from_config  # scipy, yaml, costs: only when scoring
     from .score import format_report, score
 
     try:
-        spec = net_spec_from_config(args.config)
-        resolution = resolution_from_config(args.config)
+        spec, resolution = cost_setting_from_config(args.config)
         report, data = score(args.submission, args.gt, spec=spec, resolution=resolution, split_seed=args.split_seed,
                              n_resamples=args.resamples, seed=args.seed, max_size=args.bootstrap_max_size or None)
     except SubmissionError as e:

@@ -33,29 +33,31 @@ def _read_config(path):
 
 def net_spec_from_config(path):
     """NetSpec of a kit config's `model:` section (None path -> the ImageNet default)."""
-    if path is None:
-        return NetSpec()
-    cfg = _read_config(path)
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
-        raise SubmissionError(f"{path}: no 'model:' section (needed for the MACs/params baselines)")
-    try:
-        return NetSpec.from_dict(cfg["model"])
-    except (KitError, TypeError) as e:
-        raise SubmissionError(f"{path}: bad 'model:' section: {e}") from None
+    return cost_setting_from_config(path)[0]
 
 
 def resolution_from_config(path):
     """The config's `data.resolution` (the input side the MACs baseline is counted at), or None:
     then each code's own size digit (224 px) counts, as for the challenge."""
+    return cost_setting_from_config(path)[1]
+
+
+def cost_setting_from_config(path):
+    """(NetSpec, resolution) the MACs/params baselines are counted with, from one read of the config."""
     if path is None:
-        return None
-    data = _read_config(path).get("data") or {}
+        return NetSpec(), None
+    cfg = _read_config(path)
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise SubmissionError(f"{path}: no 'model:' section (needed for the MACs/params baselines)")
+    try:
+        spec = NetSpec.from_dict(cfg["model"])
+    except (KitError, TypeError) as e:
+        raise SubmissionError(f"{path}: bad 'model:' section: {e}") from None
+    data = cfg.get("data") or {}
     value = data.get("resolution") if isinstance(data, dict) else None
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
         raise SubmissionError(f"{path}: data.resolution must be a positive integer, got {value!r}")
-    return value
+    return spec, value
 
 
 def cost_baselines(ids, codes, spec=None, resolution=None):
