@@ -1,7 +1,8 @@
 """Subnet codes of the CVPR 2022 NAS Track 1 ResNet48 space: parse, validate, sample, cost.
 
 Pure numpy, no PaddlePaddle: everything above it (supernet, evaluation, submission) reads
-codes through this package, and it imports in milliseconds.
+codes through this package, and it imports in milliseconds. It also holds the file utilities
+those packages share: atomic writes, architecture lists, YAML configs (`encoding.config_file`).
 """
 
 from .arch import CODE_LEN, MAX_DEPTHS, RATIOS, SIZE_CODES, Arch, digit_matrix, format_code, parse

@@ -1,34 +1,21 @@
 """Zero-cost predictors from the codes alone: bigger nets are usually better.
 
 A supernet ranking that does not beat MACs or parameter count is worthless, so every score
-report carries them. The network family comes from a config's `model:` section, read here
-with plain yaml so the submission tools stay independent of the supernet package.
+report carries them. The network family comes from a config's `model:` section, read by
+`encoding.config_file`, so the submission tools stay independent of the supernet package.
 """
 
-import os
-
-import yaml
-
 from encoding import CodeError, KitError, NetSpec, costs
+from encoding.config_file import ConfigError, load_yaml
 
 from .errors import SubmissionError
 
 
 def _read_config(path):
-    """The config as a mapping, following `base:` (a config may extend another by relative path)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            cfg = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise SubmissionError(f"{path}: no such config file") from None
-    except yaml.YAMLError as e:
-        raise SubmissionError(f"{path}: malformed YAML: {e}") from None
-    if isinstance(cfg, dict) and cfg.get("base"):
-        parent = _read_config(os.path.join(os.path.dirname(os.path.abspath(path)), cfg.pop("base")))
-        if isinstance(parent, dict):
-            sections = {k: {**(parent.get(k) or {}), **(cfg.get(k) or {})} for k in ("model", "data")}
-            cfg = {**parent, **cfg, **sections}
-    return cfg
+        return load_yaml(path)
+    except ConfigError as e:
+        raise SubmissionError(str(e)) from None
 
 
 def net_spec_from_config(path):

@@ -12,13 +12,10 @@ from dataclasses import dataclass
 
 import yaml
 
-from encoding import KitError, NetSpec
+from encoding import NetSpec
+from encoding.config_file import ConfigError, load_yaml, merge  # noqa: F401 (re-exported)
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-
-
-class ConfigError(KitError):
-    """A config file or override is malformed or names an unknown key."""
 
 
 @dataclass(frozen=True)
@@ -28,35 +25,6 @@ class Flag:
     type: object = str
     help: str = ""
     action: str = None  # "store_true" for switches
-
-
-def load_yaml(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at top level")
-    base = data.pop("base", None)
-    if base:  # a config may extend another one by relative path
-        parent = load_yaml(os.path.join(os.path.dirname(os.path.abspath(path)), base))
-        data = merge(parent, data)
-    return data
-
-
-def merge(base, override):
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
 
 
 def get(cfg, key, default=KeyError):

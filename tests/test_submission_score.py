@@ -241,10 +241,10 @@ def test_config_errors(tmp_path):
     from submission.baselines import net_spec_from_config
 
     assert net_spec_from_config(None) == NetSpec()
-    with pytest.raises(SubmissionError, match="no such config file"):
+    with pytest.raises(SubmissionError, match="absent.yaml does not exist"):
         net_spec_from_config(tmp_path / "absent.yaml")
     (tmp_path / "broken.yaml").write_text("model: [\n")
-    with pytest.raises(SubmissionError, match="malformed YAML"):
+    with pytest.raises(SubmissionError, match="broken.yaml is not valid YAML"):
         net_spec_from_config(tmp_path / "broken.yaml")
     (tmp_path / "typo.yaml").write_text("model:\n  widht_mult: 0.5\n")
     with pytest.raises(SubmissionError, match=r"bad 'model:' section: unknown model config keys \['widht_mult'\]"):
