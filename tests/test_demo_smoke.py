@@ -29,6 +29,7 @@ data:
   fashion_mnist_dir: {data}
   train_subset: null
   val_subset: null
+  holdout: null
   resolution: 16
 supernet:
   epochs: 1

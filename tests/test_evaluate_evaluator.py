@@ -138,6 +138,7 @@ def test_official_layout_checkpoint_loads_and_scores_like_the_plain_model(tmp_pa
     path = tmp_path / "resnet48.pdparams"
     paddle.save(static.state_dict(), str(path))
     cfg = load_yaml(os.path.join(ROOT, "configs", "demo.yaml"))
+    cfg["model"]["stem"] = SMALL.stem
     cfg["evaluate"]["official"] = str(path)
     net = load_supernet(cfg)
     assert not net.training

@@ -39,7 +39,8 @@ def make_image_folder(root, per_class_train=16, per_class_val=4, size=16, seed=0
 def tiny_overrides(image_dir, out, *extra):
     return [
         "device=cpu", "data.name=imagenet", f"data.image_dir={image_dir}", "data.resolution=16",
-        "data.val_resize=16", "data.num_workers=0", "model.num_classes=4", "model.in_channels=1",
+        "data.val_resize=16", "data.num_workers=0", "data.holdout=null", "model.num_classes=4",
+        "model.in_channels=1", "model.stem=small",
         "supernet.batch_size=16", "supernet.sampler.num_random=1", "supernet.log.progress=false",
         "supernet.log.every_steps=1", "supernet.log.visualdl=false", f"supernet.output_dir={out}", *extra,
     ]
