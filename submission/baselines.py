@@ -11,13 +11,6 @@ from encoding.config_file import ConfigError, load_yaml
 from .errors import SubmissionError
 
 
-def _read_config(path):
-    try:
-        return load_yaml(path)
-    except ConfigError as e:
-        raise SubmissionError(str(e)) from None
-
-
 def net_spec_from_config(path):
     """NetSpec of a kit config's `model:` section (None path -> the ImageNet default)."""
     return cost_setting_from_config(path)[0]
@@ -33,8 +26,11 @@ def cost_setting_from_config(path):
     """(NetSpec, resolution) the MACs/params baselines are counted with, from one read of the config."""
     if path is None:
         return NetSpec(), None
-    cfg = _read_config(path)
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+    try:
+        cfg = load_yaml(path)
+    except ConfigError as e:
+        raise SubmissionError(str(e)) from None
+    if not isinstance(cfg.get("model"), dict):
         raise SubmissionError(f"{path}: no 'model:' section (needed for the MACs/params baselines)")
     try:
         spec = NetSpec.from_dict(cfg["model"])
