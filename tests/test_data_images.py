@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import shutil
 
 import numpy as np
@@ -277,3 +278,19 @@ def test_holdout_refuses_splits_with_different_classes(tree, tmp_path):
     val_list.write_text("\n".join(rows) + "\n")
     with pytest.raises(DataError, match="data.holdout: the training and validation splits have different classes"):
         build_dataset(_cfg(str(root), "lists", holdout=3), "val")
+
+
+def test_class_subset_keeps_and_relabels_in_the_given_order(tree):
+    every = build_dataset(_cfg(tree, "folders"), "train")
+    ds = build_dataset(_cfg(tree, "folders", classes=[2, 0]), "train")
+    # eel (3 images) becomes label 0, cat (3 images) label 1; dog's 4 files are gone
+    assert ds.classes == ["eel", "cat"]
+    assert ds.labels.tolist() == [1, 1, 1, 0, 0, 0]
+    assert ds.paths == [p for p in every.paths if os.sep + "cat" + os.sep in p or os.sep + "eel" + os.sep in p]
+    # holdout and subsets apply within the kept classes; the validation split is filtered the same way
+    val = build_dataset(_cfg(tree, "folders", classes=[2, 0], holdout=2), "val")
+    assert val.classes == ["eel", "cat"] and len(val) == 2 * 2 + 2
+    assert all(os.sep + "dog" + os.sep not in p for p in val.paths)
+    for bad in ([0, 0], [3], []):
+        with pytest.raises(DataError, match=rf"data.classes {re.escape(str(bad))}: expected distinct class indices in 0\.\.2$"):
+            build_dataset(_cfg(tree, "folders", classes=bad), "train")

@@ -92,6 +92,19 @@ class SampleDataset(paddle.io.Dataset):
         """This dataset's samples followed by `other`'s (same kind and classes), with this transform."""
         raise NotImplementedError
 
+    def with_classes(self, keep):
+        """Only the samples of the classes `keep` (indices into `classes`), relabelled 0..len(keep)-1
+        in that order: a harder or smaller task from the same files."""
+        keep = [int(c) for c in keep]
+        if not keep or len(set(keep)) != len(keep) or not all(0 <= c < len(self.classes) for c in keep):
+            raise DataError(f"data.classes {keep}: expected distinct class indices in 0..{len(self.classes) - 1}")
+        lookup = np.full(len(self.classes), -1, dtype=np.int64)
+        lookup[keep] = np.arange(len(keep))
+        chosen = self.subset(np.flatnonzero(lookup[self.labels] >= 0))
+        chosen.labels = lookup[chosen.labels]
+        chosen.classes = [self.classes[c] for c in keep]
+        return chosen
+
 
 class ImageFiles(SampleDataset):
     """Image files on disk, decoded with PIL as RGB (or 'L' for one-channel models)."""
@@ -329,6 +342,12 @@ def _apply_holdout(cfg, split, kind, dataset, holdout):
 
 
 def _split_dataset(cfg, split, kind):
+    dataset = _whole_split(cfg, split, kind)
+    classes = get(cfg, "data.classes", None)
+    return dataset if classes is None else dataset.with_classes(classes)
+
+
+def _whole_split(cfg, split, kind):
     name = get(cfg, "data.name", "imagenet")
     resolution = int(get(cfg, "data.resolution"))
     if name == "fashion_mnist":
