@@ -82,13 +82,30 @@ def test_noise_ceiling_by_hand(tmp_path):
     gt["single"] = {"acc": 0.5, "arch": "y", "accs": [0.5]}  # one seed only: not in the ceiling
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(gt))
-    c = demo.noise_ceiling(str(path))
-    assert c["n"] == 3
+    [(label, c)] = demo.noise_ceiling(str(path))
+    assert label == "ground truth seed 0 vs seed 1 (ceiling)" and c["n"] == 3
     assert c["kendall_tau_b"] == pytest.approx(1 / 3)
     assert c["pearson"] == pytest.approx(np.corrcoef([a for a, _ in SEED_ACCS], [b for _, b in SEED_ACCS])[0, 1])
     assert c["precision_at_10"] == 1.0
     path.write_text(json.dumps({"a": {"acc": 0.5, "arch": "x", "accs": [0.5, 0.6]}}))
-    assert demo.noise_ceiling(str(path)) is None
+    assert demo.noise_ceiling(str(path)) == []
+
+
+def test_noise_ceiling_with_four_seeds_is_split_half(tmp_path):
+    demo = load_demo()
+    accs = {"a0": [0.1, 0.2, 0.3, 0.3], "a1": [0.2, 0.4, 0.2, 0.2], "a2": [0.5, 0.5, 0.6, 0.4],
+            "a3": [0.9, 0.7, 0.8, 0.8], "two": [0.5, 0.6]}  # two seeds only: left out
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps({k: {"acc": sum(a) / len(a), "arch": "x", "accs": a} for k, a in accs.items()}))
+    (half_label, half), (pair_label, pairs) = demo.noise_ceiling(str(path))
+    # seed means 0.15, 0.3, 0.5, 0.8 vs 0.3, 0.2, 0.5, 0.8: one of six pairs discordant
+    assert half_label == "ground truth seeds 0-1 vs 2-3 (ceiling)" and half["n"] == 4
+    assert half["kendall_tau_b"] == pytest.approx(4 / 6) and half["precision_at_10"] == 1.0
+    assert half["pearson"] == pytest.approx(np.corrcoef([0.15, 0.3, 0.5, 0.8], [0.3, 0.2, 0.5, 0.8])[0, 1])
+    seeds = np.array([accs[f"a{i}"] for i in range(4)])
+    taus = [stats.kendalltau(seeds[:, i], seeds[:, j]).statistic for i in range(4) for j in range(i + 1, 4)]
+    assert pair_label == "ground truth one seed vs another (mean)" and pairs["n"] == 4
+    assert pairs["kendall_tau_b"] == pytest.approx(np.mean(taus))
 
 
 def test_missing_inputs_and_bad_overrides_are_named(tmp_path, capsys):
