@@ -291,6 +291,11 @@ def test_class_subset_keeps_and_relabels_in_the_given_order(tree):
     val = build_dataset(_cfg(tree, "folders", classes=[2, 0], holdout=2), "val")
     assert val.classes == ["eel", "cat"] and len(val) == 2 * 2 + 2
     assert all(os.sep + "dog" + os.sep not in p for p in val.paths)
+    cfg = _cfg(tree, "folders", classes=[2, 0])
+    cfg["model"]["num_classes"] = 1  # labels 0 and 1 need two outputs
+    with pytest.raises(DataError, match="the train split has labels up to 1 but model.num_classes is 1: set "
+                                        "model.num_classes, or keep fewer classes with data.classes"):
+        build_dataset(cfg, "train")
     for bad in ([0, 0], [3], []):
         with pytest.raises(DataError, match=rf"data.classes {re.escape(str(bad))}: expected distinct class indices in 0\.\.2$"):
             build_dataset(_cfg(tree, "folders", classes=bad), "train")

@@ -322,6 +322,10 @@ def build_dataset(cfg, split="train", augment=None):
     size = get(cfg, f"data.{split}_subset", None)
     if size is not None:
         dataset = dataset.subset(stratified_subset(dataset.labels, size, get(cfg, "data.subset_seed", 0)))
+    num_classes = get(cfg, "model.num_classes", None)
+    if num_classes is not None and len(dataset) and dataset.labels.max() >= num_classes:
+        raise DataError(f"the {split} split has labels up to {int(dataset.labels.max())} but model.num_classes "
+                        f"is {num_classes}: set model.num_classes, or keep fewer classes with data.classes")
     return dataset
 
 
