@@ -157,17 +157,13 @@ def variant_stages(name, strategy_keys, args, py, score_config):
 
 def score_config_path(args):
     """The config whose model section and data.resolution set the MACs/params baselines: CONFIG
-    itself, or, when key=value overrides change them or CONFIG inherits (`base:`), which
-    `submission score` reads as plain YAML, those resolved into OUT/model.yaml."""
+    itself, or, when key=value overrides change them, CONFIG with those resolved into OUT/model.yaml
+    (`submission score` reads config files, not overrides)."""
     sys.path.insert(0, ROOT)
-    import yaml
-
     from supernet.config import dump, resolve
 
-    with open(args.config, encoding="utf-8") as f:
-        raw = yaml.safe_load(f) or {}
     wanted = [o for o in args.overrides if o.startswith(("model.", "data.resolution="))]
-    if "base" not in raw and not wanted:
+    if not wanted:
         return args.config
 
     cfg = resolve(args.config, overrides=wanted)

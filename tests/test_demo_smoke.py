@@ -16,6 +16,7 @@ import pytest
 from scipy import stats
 
 from encoding import costs, read_arch_list, write_arch_list
+from submission.baselines import cost_setting_from_config
 from submission.validate import validate_file
 from supernet.config import net_spec, resolve
 
@@ -106,6 +107,22 @@ def test_noise_ceiling_with_four_seeds_is_split_half(tmp_path):
     taus = [stats.kendalltau(seeds[:, i], seeds[:, j]).statistic for i in range(4) for j in range(i + 1, 4)]
     assert pair_label == "ground truth one seed vs another (mean)" and pairs["n"] == 4
     assert pairs["kendall_tau_b"] == pytest.approx(np.mean(taus))
+
+
+def test_baselines_count_costs_with_the_overridden_model(tmp_path):
+    demo = load_demo()
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {os.path.join(ROOT, 'configs', 'demo.yaml')}\nmodel:\n  width_mult: 0.25\n")
+    args = demo.parse_args(["--out", str(tmp_path / "out"), "--config", str(child)])
+    assert demo.score_config_path(args) == str(child)  # submission score follows base: itself
+    assert cost_setting_from_config(str(child))[0].width_mult == 0.25
+    args = demo.parse_args(["--out", str(tmp_path / "out"), "--config", str(child), "data.resolution=56",
+                            "model.stem=imagenet", "supernet.epochs=1"])
+    path = demo.score_config_path(args)
+    assert path == str(tmp_path / "out" / "model.yaml")
+    spec, resolution = cost_setting_from_config(path)
+    assert (spec.width_mult, spec.stem, resolution) == (0.25, "imagenet", 56)
+    assert spec == net_spec(resolve(str(child), overrides=["model.stem=imagenet"]))
 
 
 def test_missing_inputs_and_bad_overrides_are_named(tmp_path, capsys):
