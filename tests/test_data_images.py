@@ -297,5 +297,9 @@ def test_class_subset_keeps_and_relabels_in_the_given_order(tree):
                                         "model.num_classes, or keep fewer classes with data.classes"):
         build_dataset(cfg, "train")
     for bad in ([0, 0], [3], []):
-        with pytest.raises(DataError, match=rf"data.classes {re.escape(str(bad))}: expected distinct class indices in 0\.\.2$"):
+        expected = rf"data.classes {re.escape(str(bad))}: expected distinct class indices in 0\.\.2$"
+        with pytest.raises(DataError, match=expected):
+            build_dataset(_cfg(tree, "folders", classes=bad), "train")
+    for bad in (2, "0,2", [0.5]):
+        with pytest.raises(DataError, match=rf"data.classes {re.escape(repr(bad))}: expected a list of class indices"):
             build_dataset(_cfg(tree, "folders", classes=bad), "train")

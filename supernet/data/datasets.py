@@ -95,7 +95,9 @@ class SampleDataset(paddle.io.Dataset):
     def with_classes(self, keep):
         """Only the samples of the classes `keep` (indices into `classes`), relabelled 0..len(keep)-1
         in that order: a harder or smaller task from the same files."""
-        keep = [int(c) for c in keep]
+        if not isinstance(keep, (list, tuple)) or not all(isinstance(c, int) and not isinstance(c, bool) for c in keep):
+            raise DataError(f"data.classes {keep!r}: expected a list of class indices, e.g. [0, 2, 4, 6]")
+        keep = list(keep)
         if not keep or len(set(keep)) != len(keep) or not all(0 <= c < len(self.classes) for c in keep):
             raise DataError(f"data.classes {keep}: expected distinct class indices in 0..{len(self.classes) - 1}")
         lookup = np.full(len(self.classes), -1, dtype=np.int64)
