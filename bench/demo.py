@@ -25,8 +25,9 @@ give another --out or delete OUT/supernet-NAME (and OUT/eval-NAME); an edited CO
 
 At the end it prints the wall time per stage and the demo table: Kendall tau-b, Pearson and
 precision@10% against the ground truth's mean accuracy for each supernet and for the MACs and
-parameter-count baselines, plus the noise ceiling (seed 0 vs seed 1 of the ground truth, on
-the same codes), and writes it all to OUT/demo_report.json.
+parameter-count baselines, plus the noise ceiling (seed 0 vs seed 1 of the ground truth on the
+same codes; with 2h seeds, the mean of h seeds vs the mean of the other h), and writes it all to
+OUT/demo_report.json.
 
 Ground truth for the demo (standalone trainings with the demo config, 2 seeds each; resumable,
 rerun the same command to continue; ids are the 40 codes `pretrain.py gt --sample 40` picks,
@@ -204,7 +205,7 @@ def noise_ceiling(gt_path):
     second = [sum(a[h:2 * h]) / h for a in accs]
     if h == 1:
         return [("ground truth seed 0 vs seed 1 (ceiling)", _agreement(first, second))]
-    rows = [(f"ground truth seeds 0-{h - 1} vs {h}-{2 * h - 1} (ceiling)", _agreement(first, second))]
+    rows = [(f"ground truth {h}-seed mean vs {h}-seed mean (ceiling)", _agreement(first, second))]
     pairs = [_agreement([a[i] for a in accs], [a[j] for a in accs])
              for i in range(2 * h) for j in range(i + 1, 2 * h)]
     rows.append(("ground truth one seed vs another (mean)",
@@ -321,7 +322,7 @@ def main(argv=None):
     if args.gt_present:
         rows = demo_table(args.out, done, args.gt)
         report["table"] = [{"predictor": label, **(v or {})} for label, v in rows]
-        print(f"\nranking vs ground truth {args.gt} (mean accuracy over seeds; ceiling: seed vs seed)")
+        print(f"\nranking vs ground truth {args.gt} (mean accuracy over seeds; ceiling: the ground truth against itself)")
         print(format_table(rows))
         print("plots: " + ", ".join(os.path.join(args.out, f"score-{n}.png") for n in done))
     else:

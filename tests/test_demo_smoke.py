@@ -100,7 +100,7 @@ def test_noise_ceiling_with_four_seeds_is_split_half(tmp_path):
     path.write_text(json.dumps({k: {"acc": sum(a) / len(a), "arch": "x", "accs": a} for k, a in accs.items()}))
     (half_label, half), (pair_label, pairs) = demo.noise_ceiling(str(path))
     # seed means 0.15, 0.3, 0.5, 0.8 vs 0.3, 0.2, 0.5, 0.8: one of six pairs discordant
-    assert half_label == "ground truth seeds 0-1 vs 2-3 (ceiling)" and half["n"] == 4
+    assert half_label == "ground truth 2-seed mean vs 2-seed mean (ceiling)" and half["n"] == 4
     assert half["kendall_tau_b"] == pytest.approx(4 / 6) and half["precision_at_10"] == 1.0
     assert half["pearson"] == pytest.approx(np.corrcoef([0.15, 0.3, 0.5, 0.8], [0.3, 0.2, 0.5, 0.8])[0, 1])
     seeds = np.array([accs[f"a{i}"] for i in range(4)])
