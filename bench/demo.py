@@ -178,6 +178,7 @@ def score_config_path(args):
 # --- the demo table --------------------------------------------------------------------------
 
 def _agreement(a, b):
+    sys.path.insert(0, ROOT)
     from submission import metrics
 
     k = metrics.top_k_size(len(a), TOP_FRACTION)
@@ -192,7 +193,6 @@ def noise_ceiling(gt_path):
     the mean of the next h (split half; the committed GT averages all 2h, so it is at least this
     reliable), then one seed vs another, averaged over every pair of seeds. Codes with fewer seeds
     than most have are left out; no rows when fewer than 2 codes are left."""
-    sys.path.insert(0, ROOT)
     with open(gt_path, encoding="utf-8") as f:
         gt = json.load(f)
     accs = [e["accs"] for e in gt.values() if isinstance(e, dict) and len(e.get("accs", [])) >= 2]
@@ -322,7 +322,8 @@ def main(argv=None):
     if args.gt_present:
         rows = demo_table(args.out, done, args.gt)
         report["table"] = [{"predictor": label, **(v or {})} for label, v in rows]
-        print(f"\nranking vs ground truth {args.gt} (mean accuracy over seeds; ceiling: the ground truth against itself)")
+        print(f"\nranking vs ground truth {args.gt} "
+              "(mean accuracy over seeds; ceiling: the ground truth against itself)")
         print(format_table(rows))
         print("plots: " + ", ".join(os.path.join(args.out, f"score-{n}.png") for n in done))
     else:

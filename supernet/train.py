@@ -12,10 +12,11 @@ gradients, so parameters that only some paths touched are reduced like all other
 The run directory (`supernet.output_dir`) is the unit of resumption: rerunning the same
 command after a crash loads the newest checkpoint there, starts that epoch at its first
 untrained batch without loading the ones before (the data order is a function of seed and
-epoch) and continues with bit-identical results on CPU. It holds checkpoints/step_NNNNNNNNN.pdckpt, train_log.jsonl (step, checkpoint
-and rank-check records; epoch and step are 1-based), ledger-supernet*.jsonl (time and energy
-per epoch), config.yaml, train_summary.json and, once all epochs are done, supernet.pdparams
-(the state dict `python -m evaluate run --checkpoint` reads).
+epoch) and continues with bit-identical results on CPU. It holds
+checkpoints/step_NNNNNNNNN.pdckpt, train_log.jsonl (step, checkpoint and rank-check records;
+epoch and step are 1-based), ledger-supernet*.jsonl (time and energy per epoch), config.yaml,
+train_summary.json and, once all epochs are done, supernet.pdparams (the state dict
+`python -m evaluate run --checkpoint` reads).
 """
 
 import argparse

@@ -38,10 +38,5 @@ def test_errors_name_the_file(tmp_path):
     (tmp_path / "orphan.yaml").write_text("base: missing.yaml\n")
     with pytest.raises(ConfigError, match="missing.yaml does not exist"):
         load_yaml(tmp_path / "orphan.yaml")
-    assert load_yaml(_empty(tmp_path)) == {}
-
-
-def _empty(tmp_path):
-    path = tmp_path / "empty.yaml"
-    path.write_text("")
-    return path
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_yaml(tmp_path / "empty.yaml") == {}

@@ -116,7 +116,8 @@ def test_bad_settings_are_clear_errors(images, tmp_path, capsys):
     assert pretrain.main(["run", "--image_dir", images, *TINY]) == 1
     assert "no subnet code given: pass --arch CODE" in capsys.readouterr().err
     assert pretrain.main(official(images, tmp_path / "b", overrides=["model.num_classes=2"])) == 1
-    assert "the train split has labels up to 2 but model.num_classes is 2: set model.num_classes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the train split has labels up to 2 but model.num_classes is 2: set model.num_classes" in err
     assert pretrain.main(official(images, tmp_path / "c", overrides=["train.no_such_key=1"])) == 1
     assert "unknown config key 'train.no_such_key'" in capsys.readouterr().err
 
