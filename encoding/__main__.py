@@ -12,12 +12,12 @@ from . import (
     SPACES,
     ArchEntry,
     CodeError,
-    KitError,
     NetSpec,
     costs,
     get_space,
     parse,
     read_arch_list,
+    run_reporting_errors,
     widths,
     write_arch_list,
 )
@@ -31,11 +31,7 @@ def _describe(args):
     if not items:
         print("describe: give codes or --file ARCHS.json", file=sys.stderr)
         return 2
-    try:
-        archs = [parse(code) for _, code in items]
-    except CodeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    archs = [parse(code) for _, code in items]
     params, macs = costs(archs)
     for (ident, _), arch, p, m in zip(items, archs, params, macs, strict=True):
         w = widths(arch)
@@ -120,11 +116,7 @@ def main(argv=None):
     sp = sub.add_parser("spaces", help="size, min and max subnet of each search space")
     sp.set_defaults(func=_spaces)
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except KitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_reporting_errors(args.func, args)
 
 
 if __name__ == "__main__":

@@ -23,3 +23,15 @@ class CodeError(KitError):
 
 class ArchListError(KitError):
     """An architecture-list JSON file is malformed (bad JSON, missing keys, duplicate ids)."""
+
+
+def run_reporting_errors(func, *args, status=1):
+    """Run a CLI command: bad input ends as one `error: ...` line on stderr and an exit status,
+    not a traceback, while bugs (anything but KitError) still show theirs."""
+    import sys
+
+    try:
+        return func(*args)
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return status

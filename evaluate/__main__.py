@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script (the distributed launcher): imp
     else:
         sys.path.insert(0, _root)
 
-from encoding import KitError, read_arch_list  # noqa: E402
+from encoding import KitError, read_arch_list, run_reporting_errors  # noqa: E402
 from supernet.config import Flag, add_flags, default_config, get, net_spec, resolve  # noqa: E402
 
 # Test hook: SIGKILL this process after it has appended this many records (resume tests).
@@ -262,11 +262,7 @@ def main(argv=None):
 
         return latency_main(argv[1:])
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except KitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_reporting_errors(args.func, args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections import Counter
 
-from encoding import KitError, read_arch_list
+from encoding import read_arch_list, run_reporting_errors
 from encoding.atomic import atomic_write_json
 
 from .errors import SubmissionError
@@ -122,11 +122,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except KitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_reporting_errors(args.run, args)
 
 
 if __name__ == "__main__":
