@@ -109,6 +109,17 @@ class ResNet48Supernet(nn.Layer):
             return spec.width_table(spec.stem_width) != spec.width_table(spec.stage_widths[0])
         return True  # previous stage's width is chosen independently of this one's
 
+    def zero_init_residual(self):
+        """Zero the scale of each block's last BN, so every block starts as its shortcut.
+
+        Then all depths and widths compute nearly the same function at initialisation (the
+        deepest path's logits are no larger than the shallowest's), which keeps in-place
+        distillation from pulling the shared weights apart in the first steps (Goyal et al.
+        2017; BigNAS). Only for training from scratch: it overwrites the weights.
+        """
+        for block in self.blocks[1:-1]:
+            block.bn2.weight.set_value(paddle.zeros_like(block.bn2.weight))
+
     # --- which subnet ---------------------------------------------------------------
     @staticmethod
     def max_arch() -> Arch:

@@ -326,9 +326,14 @@ class Trainer:
     def _init_weights(self, sn):
         init = sn.get("init", "random")
         if init == "random":
+            if sn.get("zero_init_residual", False):
+                self.model.zero_init_residual()
             return
         if init != "official":
             raise C.ConfigError(f"supernet.init must be 'random' or 'official', got {init!r}")
+        if sn.get("zero_init_residual", False):
+            raise C.ConfigError("supernet.zero_init_residual only applies to supernet.init=random: "
+                                "the official weights would overwrite it")
         path = sn.get("pretrained")
         if not path:
             raise C.ConfigError("supernet.init=official needs supernet.pretrained (path of resnet48.pdparams)")

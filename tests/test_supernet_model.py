@@ -57,6 +57,28 @@ def test_eval_output_equals_export_for_many_codes(small_net):
         np.testing.assert_allclose(net(x).numpy(), static(x).numpy(), rtol=1e-5, atol=1e-5, err_msg=arch.code())
 
 
+def test_zero_init_residual_makes_depth_irrelevant_at_start():
+    """With each block's last BN scale at 0, a block without downsample passes its input on,
+    so the deepest subnet and the shallowest one of the same widths compute the same logits."""
+    from encoding import Arch
+
+    deep = Arch(size_code="1", stem=1, blocks=tuple(((1, 1),) * d for d in (5, 5, 8, 5)))
+    shallow = Arch(size_code="1", stem=1, blocks=tuple(((1, 1),) * d for d in (1, 1, 1, 1)))
+    x = paddle.randn([3, 1, 28, 28])
+    paddle.seed(3)
+    net = ResNet48Supernet(SMALL)
+    net.eval()
+    outputs = {}
+    for zeroed in (False, True):
+        if zeroed:
+            net.zero_init_residual()
+        for arch in (deep, shallow):
+            net.set_active(arch)
+            outputs[zeroed, arch] = net(x).numpy()
+    assert np.abs(outputs[False, deep] - outputs[False, shallow]).max() > 1e-3
+    np.testing.assert_array_equal(outputs[True, deep], outputs[True, shallow])
+
+
 def test_export_and_build_static_param_counts_match_cost_model(small_net):
     for spec in (SMALL, SMALL_IMAGENET_STEM):
         net = small_net if spec is SMALL else ResNet48Supernet(spec)

@@ -158,6 +158,8 @@ def test_bad_settings_are_reported_before_training(image_dir, tmp_path):
         (("supernet.sampler.strategy=sandwich",), KitError, "unknown sampler strategy 'sandwich'"),
         (("supernet.init=imagenet",), ConfigError, "supernet.init must be 'random' or 'official'"),
         (("supernet.init=official",), ConfigError, "needs supernet.pretrained"),
+        (("supernet.init=official", "supernet.zero_init_residual=true"), ConfigError,
+         "zero_init_residual only applies to supernet.init=random"),
         (("supernet.amp=fp8",), ConfigError, "supernet.amp must be one of none, bf16, fp16, got 'fp8'"),
         (("supernet.batch_size=1000",), KitError, r"training split \(64 images\) is smaller than one global batch"),
     ]
@@ -236,3 +238,14 @@ def test_command_line_pieces():
     arch = RELEASED.max_arch()
     paths = [Path("max", arch), Path("min", arch), Path("random", arch), Path("random", arch)]
     assert mean_by_kind(paths, [1.0, 2.0, 3.0, 5.0]) == {"max": 1.0, "min": 2.0, "random": 4.0}
+
+
+def test_zero_init_residual_zeroes_every_blocks_last_bn_scale(image_dir, tmp_path):
+    plain = _trainer(image_dir, tmp_path / "a")
+    zeroed = _trainer(image_dir, tmp_path / "b", "supernet.zero_init_residual=true")
+    for model, value in ((plain.model, 1.0), (zeroed.model, 0.0)):
+        blocks = list(model.blocks)[1:-1]
+        assert len(blocks) == 23
+        for block in blocks:
+            assert (block.bn2.weight.numpy() == value).all()
+            assert (block.bn1.weight.numpy() == 1.0).all()
