@@ -331,9 +331,6 @@ class Trainer:
             return
         if init != "official":
             raise C.ConfigError(f"supernet.init must be 'random' or 'official', got {init!r}")
-        if sn.get("zero_init_residual", False):
-            raise C.ConfigError("supernet.zero_init_residual only applies to supernet.init=random: "
-                                "the official weights would overwrite it")
         path = sn.get("pretrained")
         if not path:
             raise C.ConfigError("supernet.init=official needs supernet.pretrained (path of resnet48.pdparams)")

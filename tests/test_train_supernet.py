@@ -154,12 +154,11 @@ def test_bad_settings_are_reported_before_training(image_dir, tmp_path):
 
     cases = [
         (("supernet.batch_size=0",), ConfigError, "supernet.batch_size must be an integer >= 1 or null, got 0"),
-        (("supernet.sampler.sandwich=false",), KitError, "in-place distillation needs the max path"),
+        (("supernet.sampler.sandwich=false", "supernet.loss.inplace_distill=true"), KitError,
+         "in-place distillation needs the max path"),
         (("supernet.sampler.strategy=sandwich",), KitError, "unknown sampler strategy 'sandwich'"),
         (("supernet.init=imagenet",), ConfigError, "supernet.init must be 'random' or 'official'"),
         (("supernet.init=official",), ConfigError, "needs supernet.pretrained"),
-        (("supernet.init=official", "supernet.zero_init_residual=true"), ConfigError,
-         "zero_init_residual only applies to supernet.init=random"),
         (("supernet.amp=fp8",), ConfigError, "supernet.amp must be one of none, bf16, fp16, got 'fp8'"),
         (("supernet.batch_size=1000",), KitError, r"training split \(64 images\) is smaller than one global batch"),
     ]
@@ -241,7 +240,7 @@ def test_command_line_pieces():
 
 
 def test_zero_init_residual_zeroes_every_blocks_last_bn_scale(image_dir, tmp_path):
-    plain = _trainer(image_dir, tmp_path / "a")
+    plain = _trainer(image_dir, tmp_path / "a", "supernet.zero_init_residual=false")
     zeroed = _trainer(image_dir, tmp_path / "b", "supernet.zero_init_residual=true")
     for model, value in ((plain.model, 1.0), (zeroed.model, 0.0)):
         blocks = list(model.blocks)[1:-1]
