@@ -14,8 +14,8 @@ documented commands, not a private code path:
   validate-NAME, score-NAME   python -m submission validate|score (score: report JSON and scatter PNG)
 
 NAME is `default` (the config's sampler and loss as written) and, unless --no-baseline,
-`uniform` (the baseline strategy: one uniformly sampled path per step, no sandwich, no
-distillation; same epochs, so it costs a quarter of the default's steps). key=value overrides
+`uniform` (the baseline strategy: one uniformly sampled path per step, no sandwich rule;
+same epochs, so it costs a quarter of the default's steps). key=value overrides
 reach training and evaluation. A training or evaluation stage whose outputs exist (and are
 newer than its inputs) is skipped, so rerunning the same command resumes (training itself also
 resumes from its newest checkpoint). make, validate and score always run: they take seconds,
@@ -54,7 +54,7 @@ GT_IDS = ("arch305,arch62,arch377,arch464,arch236,arch283,arch255,arch190,arch25
           "arch491,arch430,arch314,arch124,arch450,arch490,arch263,arch42,arch67,arch337,arch478,arch472,"
           "arch43,arch495,arch247,arch161,arch191,arch370,arch13,arch345,arch257,arch310,arch146,arch477,"
           "arch35,arch242,arch440,arch98")
-# The baseline strategy: plain uniform single-path sampling (no sandwich rule, no in-place distillation).
+# The baseline strategy: plain uniform single-path sampling (no sandwich rule, so no in-place distillation).
 BASELINE = ("uniform", ["supernet.sampler.strategy=uniform", "supernet.sampler.sandwich=false",
                         "supernet.sampler.num_random=1", "supernet.loss.inplace_distill=false"])
 TOP_FRACTION = 0.10
