@@ -45,20 +45,13 @@ import numpy as np
 
 from encoding import DOCUMENTED, ArchListError, KitError, costs, read_arch_list
 from encoding.atomic import atomic_write_json
+from supernet import cpu_speed
 from supernet.config import Flag, add_flags, default_config, get, net_spec, resolve, set_key
 
 log = logging.getLogger("pretrain")
 
 
-def _default_cpu_threads():
-    """Paddle runs one CPU thread unless OMP_NUM_THREADS is set before it is imported (lazily, after
-    this call): give each process on this machine an equal share of the cores (an explicit setting wins)."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        local = int(os.environ.get("PADDLE_LOCAL_SIZE") or 1)
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, local)))
-
-
-_default_cpu_threads()
+cpu_speed.default_threads()  # before Paddle is imported (lazily, below)
 
 CHECKPOINT_PATTERN = "epoch_*.pdckpt"
 # Settings that may change between an interrupted run and its resumption.

@@ -24,7 +24,8 @@ give another --out or delete OUT/supernet-NAME (and OUT/eval-NAME); an edited CO
 (newer than the weights) reruns training, which resumes or refuses by its own checks.
 
 At the end it prints the wall time per stage and the demo table: Kendall tau-b, Pearson and
-precision@10% against the ground truth's mean accuracy for each supernet and for the MACs and
+precision@10% against the ground truth's mean accuracy for each supernet (with the ground-truth
+codes' mean top-1 from shared weights, which shows a collapsed supernet) and for the MACs and
 parameter-count baselines, plus the noise ceiling (seed 0 vs seed 1 of the ground truth on the
 same codes; with 2h seeds, the mean of h seeds vs the mean of the other h), and writes it all to
 OUT/demo_report.json.
@@ -222,16 +223,29 @@ def _row(table):
             "precision_at_10": table["precision_at_k"][key]["value"]}
 
 
+def shared_top1(results_path, ids):
+    """Mean top-1 (%) of these codes with the supernet's shared weights: how well the supernet
+    trained, whatever its ranking (a collapsed supernet scores far below standalone nets)."""
+    with open(results_path, encoding="utf-8") as f:
+        results = json.load(f)
+    top1 = [r["top1"] for r in results if r["id"] in ids]
+    return 100.0 * sum(top1) / len(top1) if top1 else None
+
+
 def demo_table(out, names, gt_path):
     """Rows (label, values) of the demo table from the score reports and the ground truth."""
     rows = noise_ceiling(gt_path) or [("ground truth seed 0 vs seed 1 (ceiling)", None)]
     labels = {"default": "kit default supernet", BASELINE[0]: "uniform-sampling supernet (baseline)"}
+    with open(gt_path, encoding="utf-8") as f:
+        gt_ids = set(json.load(f))
     reports = {}
     for name in names:
         path = os.path.join(out, f"score-{name}.json")
         with open(path, encoding="utf-8") as f:
             reports[name] = json.load(f)
-        rows.append((labels.get(name, name), _row(reports[name]["predictors"]["submission"])))
+        row = _row(reports[name]["predictors"]["submission"])
+        row["shared_top1"] = shared_top1(os.path.join(out, f"eval-{name}", "results.json"), gt_ids)
+        rows.append((labels.get(name, name), row))
     first = reports[names[0]]["predictors"]
     rows.append(("MACs only", _row(first["macs"])))
     rows.append(("params only", _row(first["params"])))
@@ -243,7 +257,8 @@ def _fmt(v):
 
 
 def format_table(rows):
-    head = f"{'predictor':<42}{'n':>5}{'Kendall tau':>13}{'Pearson':>10}{'P@10%':>8}{'tau/ceiling':>13}"
+    head = (f"{'predictor':<42}{'n':>5}{'Kendall tau':>13}{'Pearson':>10}{'P@10%':>8}{'tau/ceiling':>13}"
+            f"{'top-1 %':>9}")
     lines = [head, "-" * len(head)]
     ceiling = rows[0][1]["kendall_tau_b"] if rows and rows[0][1] else None
     for label, v in rows:
@@ -253,8 +268,9 @@ def format_table(rows):
             lines.append(f"{label:<42}  undefined: {v['error']}")
         else:
             ratio = v["kendall_tau_b"] / ceiling if ceiling else None
+            top1 = f"{v['shared_top1']:.2f}" if v.get("shared_top1") is not None else ""
             lines.append(f"{label:<42}{v['n']:>5}{_fmt(v['kendall_tau_b']):>13}{_fmt(v['pearson']):>10}"
-                         f"{_fmt(v['precision_at_10']):>8}{_fmt(ratio):>13}")
+                         f"{_fmt(v['precision_at_10']):>8}{_fmt(ratio):>13}{top1:>9}")
     return "\n".join(lines)
 
 
@@ -323,7 +339,8 @@ def main(argv=None):
         rows = demo_table(args.out, done, args.gt)
         report["table"] = [{"predictor": label, **(v or {})} for label, v in rows]
         print(f"\nranking vs ground truth {args.gt} "
-              "(mean accuracy over seeds; ceiling: the ground truth against itself)")
+              "(mean accuracy over seeds; ceiling: the ground truth against itself;\n"
+              "top-1 %: the ground-truth codes' mean top-1 with the supernet's shared weights)")
         print(format_table(rows))
         print("plots: " + ", ".join(os.path.join(args.out, f"score-{n}.png") for n in done))
     else:

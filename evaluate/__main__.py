@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script (the distributed launcher): imp
         sys.path.insert(0, _root)
 
 from encoding import KitError, read_arch_list, run_reporting_errors  # noqa: E402
+from supernet import cpu_speed  # noqa: E402
 from supernet.config import Flag, add_flags, default_config, get, net_spec, resolve  # noqa: E402
 
 # Test hook: SIGKILL this process after it has appended this many records (resume tests).
@@ -256,6 +257,7 @@ def build_parser():
 
 
 def main(argv=None):
+    cpu_speed.default_threads()  # before Paddle is imported
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "latency":
         from evaluate.latency import main as latency_main

@@ -39,6 +39,26 @@ class CpuSpeedError(KitError):
     """A CPU speed switch has a value it does not know."""
 
 
+def default_threads(environ=None, cpu_count=None):
+    """Give each process on this machine an equal share of the cores as its OpenMP threads.
+
+    Paddle sets OMP_NUM_THREADS=1 when importing finds it unset, and then runs every CPU op on
+    one core (on 2 cores that halves training and evaluation speed). So every entry point calls
+    this before Paddle is imported. An explicit setting wins; PADDLE_LOCAL_SIZE (set by
+    paddle.distributed.launch) is the number of processes sharing this machine's cores.
+    Returns the value in effect.
+    """
+    environ = os.environ if environ is None else environ
+    if "OMP_NUM_THREADS" not in environ:
+        try:
+            local = max(1, int(environ.get("PADDLE_LOCAL_SIZE") or 1))
+        except ValueError:
+            local = 1
+        cores = os.cpu_count() if cpu_count is None else cpu_count
+        environ["OMP_NUM_THREADS"] = str(max(1, (cores or 1) // local))
+    return environ["OMP_NUM_THREADS"]
+
+
 def read_cpuinfo(path="/proc/cpuinfo"):
     """(vendor id, set of flags) of the first CPU listed; ('', set()) when there is no such file."""
     try:

@@ -32,6 +32,7 @@ import time
 from encoding import KitError, atomic_write_text
 
 from . import config as C
+from . import cpu_speed
 
 # Command-line flags; every one is also a config key (key=value reaches all the others).
 FLAGS = [
@@ -663,6 +664,7 @@ def launch_plan(cfg):
 
 
 def main(argv=None):
+    cpu_speed.default_threads()  # before Paddle is imported
     try:
         cfg, args = load_config(argv)
         if args.plan:

@@ -168,6 +168,7 @@ def test_demo_end_to_end_then_resume(tmp_path):
     assert [len(c) for c in step_codes(out / "supernet-default")] == [3] * 5  # 320 images / batch 64
     assert [len(c) for c in step_codes(out / "supernet-uniform")] == [1] * 5
     official = read_arch_list(str(archs))
+    shared = {}
     for name in ("default", "uniform"):
         assert os.path.getsize(out / f"supernet-{name}" / "supernet.pdparams") > 0
         with open(out / f"eval-{name}" / "results.json", encoding="utf-8") as f:
@@ -175,6 +176,7 @@ def test_demo_end_to_end_then_resume(tmp_path):
         records = results if isinstance(results, list) else list(results.values())
         assert sorted(r["id"] for r in records) == sorted(e.id for e in entries)
         assert all(math.isfinite(r["loss"]) and 0 <= r["top1"] <= 1 for r in records)
+        shared[name] = 100 * np.mean([r["top1"] for r in records if r["id"] in gt])
         assert validate_file(str(out / f"submission-{name}.json"), official).ok
         with open(out / f"score-{name}.json", encoding="utf-8") as f:
             assert json.load(f)["n"] == 3
@@ -194,6 +196,9 @@ def test_demo_end_to_end_then_resume(tmp_path):
     mean = [sum(a) / 2 for a in SEED_ACCS]
     assert table["MACs only"]["kendall_tau_b"] == pytest.approx(stats.kendalltau(macs, mean).statistic)
     assert table["kit default supernet"]["n"] == 3
+    assert table["kit default supernet"]["shared_top1"] == pytest.approx(shared["default"])
+    assert table["uniform-sampling supernet (baseline)"]["shared_top1"] == pytest.approx(shared["uniform"])
+    assert "shared_top1" not in table["MACs only"]
 
     # Rerun without ground truth: training and evaluation are reused, scoring is skipped.
     proc = run_demo(args + ["--gt", str(tmp_path / "no_gt.json")], tmp_path)

@@ -302,3 +302,30 @@ def test_setup_device_applies_the_cpu_section():
     assert onednn_conv.backend() == "paddle"
     with pytest.raises(KitError, match=r"unknown cpu config keys \['cnv'\]"):
         setup_device({"device": "cpu", "cpu": {"cnv": "onednn"}})
+
+
+@pytest.mark.parametrize("environ, cores, expect", [
+    ({}, 2, "2"),                                    # one process: all the cores
+    ({"PADDLE_LOCAL_SIZE": "2"}, 2, "1"),            # two launched processes share them
+    ({"PADDLE_LOCAL_SIZE": "3"}, 16, "5"),
+    ({"PADDLE_LOCAL_SIZE": "4"}, 2, "1"),            # never below one
+    ({"PADDLE_LOCAL_SIZE": "x"}, 2, "2"),            # unreadable: one process
+    ({"OMP_NUM_THREADS": "7"}, 2, "7"),              # an explicit setting wins
+])
+def test_default_threads_share_the_cores(environ, cores, expect):
+    env = dict(environ)
+    assert cpu_speed.default_threads(env, cpu_count=cores) == expect
+    assert env["OMP_NUM_THREADS"] == expect
+
+
+def test_entry_points_leave_paddle_unimported_until_threads_are_set():
+    """Paddle pins OMP_NUM_THREADS to 1 when it is imported first, so no entry point may import it
+    at module level: their main() (pretrain: module body) sets the thread count first."""
+    code = ("import sys\nimport pretrain, supernet.train, evaluate.__main__, evaluate.latency\n"
+            "print('paddle' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
