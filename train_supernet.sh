@@ -19,7 +19,8 @@
 # Launcher logs go to OUTPUT_DIR/launch_logs (OUTPUT_DIR = supernet.output_dir).
 # Rerunning the same command resumes from the newest checkpoint in OUTPUT_DIR.
 #
-# Environment: PYTHON (default python3), GPUS, NPROC, LAUNCH_ARGS (word-split).
+# Environment: PYTHON (default python3), GPUS, NPROC, LAUNCH_ARGS (word-split), OMP_NUM_THREADS
+# (default: this machine's cores / the processes started here).
 set -euo pipefail
 
 PY="${PYTHON:-python3}"
@@ -54,20 +55,31 @@ has_opt() {
     return 1
 }
 
+procs=""  # processes the launcher starts on this machine (unknown when launcher options choose)
 if ! has_opt --devices --gpus --nproc_per_node; then
     gpu_count="$("${PY}" -c 'import paddle; print(paddle.device.cuda.device_count() if paddle.is_compiled_with_cuda() else 0)' 2>/dev/null || echo 0)"
     if [[ -n "${GPUS:-}" && "${DEVICE}" != cpu ]]; then
         launch_opts+=(--devices "${GPUS}")
+        IFS=, read -r -a cards <<< "${GPUS}"
+        procs="${#cards[@]}"
     elif [[ "${gpu_count}" -gt 0 && "${DEVICE}" != cpu ]]; then
-        :  # the launcher starts one process per visible GPU
+        procs="${gpu_count}"  # the launcher starts one process per visible GPU
     else
-        launch_opts+=(--nproc_per_node "${NPROC:-${CPU_PROCS}}")
+        procs="${NPROC:-${CPU_PROCS}}"
+        launch_opts+=(--nproc_per_node "${procs}")
     fi
+fi
+# The launcher imports Paddle, which pins an unset OMP_NUM_THREADS to 1 for every worker: share
+# the cores among the workers instead (an explicit OMP_NUM_THREADS wins).
+if [[ -z "${OMP_NUM_THREADS:-}" && -n "${procs}" ]]; then
+    cores="$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
+    threads=$(( cores / procs ))
+    export OMP_NUM_THREADS=$(( threads > 0 ? threads : 1 ))
 fi
 if ! has_opt --log_dir; then
     launch_opts+=(--log_dir "${OUTPUT_DIR}/launch_logs")
 fi
 
 mkdir -p "${OUTPUT_DIR}"
-echo "train_supernet.sh: ${PY} -m paddle.distributed.launch ${launch_opts[*]} ${PY} -u -m supernet.train ${train_args[*]-}" >&2
+echo "train_supernet.sh: OMP_NUM_THREADS=${OMP_NUM_THREADS:-} ${PY} -m paddle.distributed.launch ${launch_opts[*]} ${PY} -u -m supernet.train ${train_args[*]-}" >&2
 exec "${PY}" -m paddle.distributed.launch "${launch_opts[@]}" "${PY}" -u -m supernet.train ${train_args[@]+"${train_args[@]}"}

@@ -54,7 +54,9 @@ def default_threads(environ=None, cpu_count=None):
             local = max(1, int(environ.get("PADDLE_LOCAL_SIZE") or 1))
         except ValueError:
             local = 1
-        cores = os.cpu_count() if cpu_count is None else cpu_count
+        if cpu_count is None:  # the cores this process may run on (as `nproc` counts them)
+            cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cores = cpu_count
         environ["OMP_NUM_THREADS"] = str(max(1, (cores or 1) // local))
     return environ["OMP_NUM_THREADS"]
 

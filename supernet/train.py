@@ -602,7 +602,8 @@ class Trainer:
 
             save_checkpoint(os.path.join(self.out, "supernet.pdparams"), self.model.state_dict())
         summary = {"epochs_done": epoch, "global_step": global_step, "finished": done,
-                   "last_checkpoint": self.last_checkpoint, "output_dir": self.out}
+                   "last_checkpoint": self.last_checkpoint, "output_dir": self.out,
+                   "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
         if self.world > 1:
             self.runtime.barrier()  # every rank's ledger file is closed before rank 0 reads them
         if self.main:

@@ -16,6 +16,7 @@ FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
 def run_script(args, tmp_path, **env_extra):
     env = dict(os.environ, PYTHON=sys.executable, **env_extra)
+    env = {k: v for k, v in env.items() if v is not None}  # None: unset it
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return subprocess.run(["bash", SCRIPT, *args], cwd=str(tmp_path), env=env, capture_output=True, text=True,
                           timeout=240)
@@ -37,7 +38,7 @@ def test_demo_config_trains_20_steps_through_the_launcher(tmp_path):
         images = make_image_folder(tmp_path / "images", per_class_train=40)
         args = [os.path.join(ROOT, "configs", "demo.yaml"),
                 *tiny_overrides(images, out, "supernet.batch_size=8", "supernet.max_steps=20")]
-    proc = run_script(args, tmp_path, NPROC="1")
+    proc = run_script(args, tmp_path, NPROC="1", OMP_NUM_THREADS=None)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     steps = records(out, "step")
     assert [r["global_step"] for r in steps] == list(range(1, 21))
@@ -47,6 +48,8 @@ def test_demo_config_trains_20_steps_through_the_launcher(tmp_path):
     with open(os.path.join(out, "train_summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
     assert summary["global_step"] == 20 and summary["finished"] is False
+    # the launcher would pin the worker to 1 thread; the script gives it the machine's cores
+    assert summary["omp_num_threads"] == str(len(os.sched_getaffinity(0)))
     assert os.path.isfile(os.path.join(out, "launch_logs", "workerlog.0"))
     assert os.path.isfile(os.path.join(out, "checkpoints", "step_000000020.pdckpt"))
     assert "--nproc_per_node 1" in proc.stderr and f"--log_dir {out}/launch_logs" in proc.stderr
