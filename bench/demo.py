@@ -15,7 +15,9 @@ documented commands, not a private code path:
 
 NAME is `default` (the config's sampler and loss as written) and, unless --no-baseline,
 `uniform` (the baseline strategy: one uniformly sampled path per step, no sandwich rule;
-same epochs, so it costs a quarter of the default's steps). key=value overrides
+same epochs, so it costs a quarter of the default's steps). The baseline is there for its row
+of the table: it evaluates, submits and scores only the ground-truth codes, and without a
+ground truth it is not run. key=value overrides
 reach training and evaluation. A training or evaluation stage whose outputs exist (and are
 newer than its inputs) is skipped, so rerunning the same command resumes (training itself also
 resumes from its newest checkpoint). make, validate and score always run: they take seconds,
@@ -127,7 +129,7 @@ def setup_stages(py):
     return stages
 
 
-def variant_stages(name, strategy_keys, args, py, score_config):
+def variant_stages(name, strategy_keys, args, py, score_config, archs):
     out = args.out
     sn_dir = os.path.join(out, f"supernet-{name}")
     weights = os.path.join(sn_dir, "supernet.pdparams")
@@ -139,12 +141,12 @@ def variant_stages(name, strategy_keys, args, py, score_config):
                                 *strategy_keys, *args.overrides], outputs=[weights], inputs=[args.config],
               env={"PYTHON": py}),
         Stage(f"eval-{name}", [py, "-m", "evaluate", "run", "--config", args.config, "--checkpoint", weights,
-                               "--archs", args.archs, "--out", eval_dir, *args.overrides],
-              outputs=[results], inputs=[weights, args.archs]),
-        Stage(f"make-{name}", [py, "-m", "submission", "make", "--results", results, "--archs", args.archs,
+                               "--archs", archs, "--out", eval_dir, *args.overrides],
+              outputs=[results], inputs=[weights, archs]),
+        Stage(f"make-{name}", [py, "-m", "submission", "make", "--results", results, "--archs", archs,
                                "--out", submission, "--metric", args.metric],
               outputs=[submission], always=True),
-        Stage(f"validate-{name}", [py, "-m", "submission", "validate", submission, "--archs", args.archs],
+        Stage(f"validate-{name}", [py, "-m", "submission", "validate", submission, "--archs", archs],
               always=True),
     ]
     if args.gt_present:
@@ -318,10 +320,13 @@ def main(argv=None):
                 raise DemoError(f"{what} {path}: no such file")
         args.gt_present = os.path.isfile(args.gt)
         score_config = score_config_path(args)
-        names = ["default"] + ([] if args.no_baseline else [BASELINE[0]])
+        # The baseline exists for its row of the table: without a ground truth it is not run, and
+        # with one it evaluates only the ground-truth codes (the GT file is an architecture list).
+        names = ["default"] + ([] if args.no_baseline or not args.gt_present else [BASELINE[0]])
         keys = {"default": [], BASELINE[0]: BASELINE[1]}
         for name in names:
-            for stage in variant_stages(name, keys[name], args, py, score_config):
+            archs = args.gt if name == BASELINE[0] else args.archs
+            for stage in variant_stages(name, keys[name], args, py, score_config, archs):
                 stages.append(stage)
                 run_stage(stage, os.path.join(args.out, "logs"))
             done.append(name)
