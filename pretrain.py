@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 
-from encoding import DOCUMENTED, ArchListError, KitError, costs, read_arch_list
+from encoding import DOCUMENTED, ArchListError, KitError, costs, read_arch_list, run_reporting_errors
 from encoding.atomic import atomic_write_json
 from supernet import cpu_speed
 from supernet.config import Flag, add_flags, default_config, get, net_spec, resolve, set_key
@@ -539,22 +539,22 @@ def load_config(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    return run_reporting_errors(_run_command, parse_args(argv))
+
+
+def _run_command(args):
     from supernet.runtime import init_distributed, is_main, setup_device
-    try:
-        cfg = load_config(args)
-        setup_device(cfg)  # before joining the group: NCCL binds to this card
-        init_distributed()
-        _setup_logging()
-        if args.command == "run":
-            result = train_standalone(cfg)
-            if is_main():
-                print(json.dumps({k: result[k] for k in ("arch", "top1", "top5", "loss", "images_per_s")}))
-        else:
-            build_ground_truth(cfg)
-    except KitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+
+    cfg = load_config(args)
+    setup_device(cfg)  # before joining the group: NCCL binds to this card
+    init_distributed()
+    _setup_logging()
+    if args.command == "run":
+        result = train_standalone(cfg)
+        if is_main():
+            print(json.dumps({k: result[k] for k in ("arch", "top1", "top5", "loss", "images_per_s")}))
+    else:
+        build_ground_truth(cfg)
     return 0
 
 

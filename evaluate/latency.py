@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from encoding import DOCUMENTED, CodeError, KitError, costs, read_arch_list
+from encoding import DOCUMENTED, CodeError, KitError, costs, read_arch_list, run_reporting_errors
 from encoding.atomic import atomic_write_json
 from supernet import config as C
 
@@ -397,17 +397,16 @@ def main(argv=None):
     parser.add_argument("--flag-below", type=float, default=0.9,
                         help="with --compare: mark rank correlations below this (default 0.9)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
-    args = parser.parse_args(argv)
-    try:
-        if args.compare:
-            given = [f.option for f in FLAGS if getattr(args, "cfg__" + f.key.replace(".", "__")) is not None]
-            if given or args.overrides:
-                raise LatencyError(f"--compare reads two finished tables; {', '.join(given + args.overrides)} "
-                                   f"do not apply to it")
-            return _main_compare(args)
-        if args.pair:
-            raise LatencyError("--pair only applies with --compare")
-        return _main_run(args)
-    except KitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_reporting_errors(_dispatch, parser.parse_args(argv))
+
+
+def _dispatch(args):
+    if args.compare:
+        given = [f.option for f in FLAGS if getattr(args, "cfg__" + f.key.replace(".", "__")) is not None]
+        if given or args.overrides:
+            raise LatencyError(f"--compare reads two finished tables; {', '.join(given + args.overrides)} "
+                               f"do not apply to it")
+        return _main_compare(args)
+    if args.pair:
+        raise LatencyError("--pair only applies with --compare")
+    return _main_run(args)

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 
-from encoding import KitError
+from encoding import KitError, run_reporting_errors
 
 J_PER_KWH = 3.6e6
 
@@ -607,12 +607,11 @@ def main(argv=None):
     parser.add_argument("--kind", choices=sorted(RUN_KINDS))
     parser.add_argument("--subnets", type=int)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        s = summarize_files(args.files, args.kind, subnets=args.subnets)
-    except KitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_reporting_errors(_print_summary, parser.parse_args(argv))
+
+
+def _print_summary(args):
+    s = summarize_files(args.files, args.kind, subnets=args.subnets)
     print(json.dumps(s) if args.json else summary_line(s))
     return 0
 
