@@ -70,11 +70,11 @@ if ! has_opt --devices --gpus --nproc_per_node; then
     fi
 fi
 # The launcher imports Paddle, which pins an unset OMP_NUM_THREADS to 1 for every worker: share
-# the cores among the workers instead (an explicit OMP_NUM_THREADS wins).
+# the cores among the workers instead, by the entry points' own rule (an explicit value wins).
 if [[ -z "${OMP_NUM_THREADS:-}" && -n "${procs}" ]]; then
-    cores="$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
-    threads=$(( cores / procs ))
-    export OMP_NUM_THREADS=$(( threads > 0 ? threads : 1 ))
+    OMP_NUM_THREADS="$(PADDLE_LOCAL_SIZE="${procs}" "${PY}" -c \
+        'from supernet.cpu_speed import default_threads; print(default_threads())')"
+    export OMP_NUM_THREADS
 fi
 if ! has_opt --log_dir; then
     launch_opts+=(--log_dir "${OUTPUT_DIR}/launch_logs")

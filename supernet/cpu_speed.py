@@ -56,8 +56,7 @@ def default_threads(environ=None, cpu_count=None):
             local = 1
         if cpu_count is None:  # the cores this process may run on (as `nproc` counts them)
             cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        cores = cpu_count
-        environ["OMP_NUM_THREADS"] = str(max(1, (cores or 1) // local))
+        environ["OMP_NUM_THREADS"] = str(max(1, (cpu_count or 1) // local))
     return environ["OMP_NUM_THREADS"]
 
 
