@@ -44,6 +44,18 @@ PADDLE_VARIANTS = {  # name: (the kit's `cpu:` config section, paddle.jit.to_sta
 }
 
 
+def add_model_options(parser, repeats_help):
+    """The options every model-timing bench shares (this one, step_overhead, cpu_profile's subset)."""
+    from supernet.config import default_config
+
+    parser.add_argument("--config", default=default_config("demo"), help="config whose model section to use")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--resolution", type=int, default=28, help="input side in pixels")
+    parser.add_argument("--repeats", type=int, default=7, help=repeats_help)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="config key=value overrides, e.g. model.width_mult=0.25")
+
+
 def apply_variant(name):
     """Configure this process as variant `name` (before any MKL call); returns what is in force."""
     from supernet import cpu_speed
@@ -56,7 +68,7 @@ def apply_variant(name):
 
 # --- the networks -------------------------------------------------------------------------
 def bench_codes(spec, resolution, samples=200, seed=0):
-    """(largest code, median-MACs code of a seeded released-space sample)."""
+    """(largest code, median-MACs code of a seeded released-space sample): the benches' shared cases."""
     import numpy as np
 
     import encoding
@@ -293,14 +305,8 @@ def table(title, times, names, cases, batch_size, verdict):
 
 
 def main(argv=None):
-    from supernet.config import default_config
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=default_config("demo"), help="config whose model section to use")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--resolution", type=int, default=28, help="input side in pixels")
-    parser.add_argument("--repeats", type=int, default=7, help="timed steps per variant and case")
-    parser.add_argument("--warmup", type=int, default=2)
+    add_model_options(parser, "timed steps per variant and case")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the workers "
                         "(default: this process's, else 2)")
     parser.add_argument("--variants", default="plain,mkl,mem,fast,torch",
@@ -312,7 +318,6 @@ def main(argv=None):
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
     parser.add_argument("--json", default=None, help="also write the figures here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("overrides", nargs="*", help="config key=value overrides, e.g. model.width_mult=0.25")
     args = parser.parse_args(argv)
     if args.worker:
         return worker_main(args)

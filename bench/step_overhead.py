@@ -15,7 +15,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 import paddle.nn.functional as F  # noqa: E402
 
@@ -24,18 +23,17 @@ from supernet import (
     ResNet48Supernet,  # noqa: E402
     onednn_conv,  # noqa: E402
 )
-from supernet.config import default_config, net_spec, resolve  # noqa: E402
+from supernet.config import net_spec, resolve  # noqa: E402
+
+from cpu_throughput import add_model_options, bench_codes  # noqa: E402  (bench/ is this script's directory)
 from supernet.runtime import setup_device  # noqa: E402
 
 GOAL = 1.15
 
 
 def pick_codes(spec, resolution, samples, seed):
-    space = encoding.RELEASED
-    pool = space.sample_many(samples, seed=seed, depth_uniform=True)
-    macs = encoding.costs(pool, spec, resolution)[1]
-    median = pool[int(np.argsort(macs)[len(pool) // 2])]
-    return [("min", space.min_arch()), ("median", median), ("max", space.max_arch())]
+    largest, median = bench_codes(spec, resolution, samples, seed)
+    return [("min", encoding.RELEASED.min_arch()), ("median", median), ("max", largest)]
 
 
 def sync(on_gpu):
@@ -56,14 +54,9 @@ def step_ms(model, x, y, on_gpu):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=default_config("demo"), help="config whose model section to use")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--resolution", type=int, default=28, help="input side in pixels")
-    parser.add_argument("--repeats", type=int, default=7, help="timed steps per model and code")
-    parser.add_argument("--warmup", type=int, default=2)
+    add_model_options(parser, "timed steps per model and code")
     parser.add_argument("--samples", type=int, default=200, help="released-space samples to find the median code")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("overrides", nargs="*", help="config key=value overrides, e.g. model.width_mult=0.25")
     args = parser.parse_args(argv)
 
     cfg = resolve(args.config, overrides=args.overrides)
