@@ -103,7 +103,12 @@ def recipe(cfg):
     return {k: v for k, v in flat.items() if not any(k == f or k.startswith(f + ".") for f in RESUME_FREE)}
 
 
+# Keys added after ground-truth files were written, with the value those files were trained with.
+LATER_KEYS = {"train.zero_init_residual": False}
+
+
 def recipe_changes(old, new):
+    old, new = {**LATER_KEYS, **old}, {**LATER_KEYS, **new}
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
@@ -312,6 +317,8 @@ def train_standalone(cfg, arch_id=None):
             raise TrainingError(f"the training split has {len(train_set)} images, fewer than one global batch "
                                 f"of {global_batch}: lower --batch_size")
         model = build_static(arch, spec)
+        if train.get("zero_init_residual"):
+            model.zero_init_residual()
         if train.get("sync_bn") and world > 1:
             model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         optimizer, scheduler = build_optimizer(model, train, global_batch, steps)

@@ -94,6 +94,13 @@ class StaticResNet(nn.Layer):
             x = block(x)
         return x
 
+    def zero_init_residual(self):
+        """Zero each block's last BN scale: every block starts as its shortcut, so a deep code
+        trains from the start as fast as a shallow one (Goyal et al. 2017); the same rule as
+        ResNet48Supernet.zero_init_residual, for standalone training."""
+        for block in self.blocks[1:-1]:
+            block.bn2.weight.set_value(paddle.zeros_like(block.bn2.weight))
+
 
 def build_static(arch, spec: NetSpec = None) -> StaticResNet:
     """A freshly initialised standalone model of `arch` (code string or Arch) under `spec`."""

@@ -107,6 +107,24 @@ def test_resume_refuses_other_settings_and_never_starts_over(images, tmp_path, c
     assert f"--resume {tmp_path}/none.pdckpt: no such checkpoint file" in capsys.readouterr().err
 
 
+def test_zero_init_residual_starts_every_blocks_last_bn_scale_at_zero(images, tmp_path):
+    # lr 1e-12: the saved weights are the initial ones to 1e-9
+    for on in (False, True):
+        out = tmp_path / str(on)
+        assert pretrain.main(official(images, out, overrides=["train.lr=1e-12", f"train.zero_init_residual={on}"])) == 0
+        scales = {k: v for k, v in _weights(out / "model.pdparams").items() if k.endswith("bn2.weight")}
+        assert len(scales) == sum(int(d) for d in CODE[1:5])
+        for k, v in scales.items():
+            np.testing.assert_allclose(v, 0.0 if on else 1.0, atol=1e-9, err_msg=k)
+
+
+def test_recipe_of_a_result_written_before_zero_init_residual_existed_is_the_same():
+    old = {"train.max_epoch": 4}
+    assert pretrain.recipe_changes(old, {"train.max_epoch": 4, "train.zero_init_residual": False}) == []
+    assert pretrain.recipe_changes(old, {"train.max_epoch": 4, "train.zero_init_residual": True}) == [
+        "train.zero_init_residual: False -> True"]
+
+
 def test_bad_settings_are_clear_errors(images, tmp_path, capsys):
     assert pretrain.main(official(images, tmp_path / "a", batch=64)) == 1
     assert "the training split has 25 images, fewer than one global batch of 64" in capsys.readouterr().err

@@ -74,6 +74,24 @@ def test_forward_shapes_both_stems():
     assert build_static(arch.code(), SMALL_IMAGENET_STEM)(paddle.randn([2, 3, 64, 64])).shape == [2, 10]
 
 
+def test_zero_init_residual_turns_every_block_without_downsample_into_the_identity():
+    net = build_static(RELEASED.max_arch(), SMALL)
+    net.eval()
+    seen = []
+    for block in net.blocks[1:-1]:
+        if block.downsample is None:
+            block.register_forward_post_hook(lambda layer, inputs, output: seen.append((inputs[0], output)))
+    x = paddle.randn([2, 1, 16, 16])
+    net(x)
+    assert len(seen) == 20 and all(np.abs(i.numpy() - o.numpy()).max() > 1e-3 for i, o in seen)
+    seen.clear()
+    net.zero_init_residual()
+    net(x)
+    assert len(seen) == 20  # 23 blocks less the first of stages 2-4 (stage 1: stride 1, the stem's width)
+    for i, o in seen:
+        np.testing.assert_array_equal(i.numpy(), o.numpy())
+
+
 def test_bad_inputs_have_clear_errors():
     with pytest.raises(KitError, match="spec must be an encoding.NetSpec"):
         build_static(RELEASED.max_arch(), {"width_mult": 0.5})
