@@ -37,7 +37,7 @@ rerun the same command to continue; ids are the 40 codes `pretrain.py gt --sampl
 in an interleaved MACs order so that any finished prefix spans the MACs range):
 
   python pretrain.py gt --config configs/demo.yaml --archs configs/demo_archs.json --repeat 2 --seed 0 \\
-      --output runs/demo-gt16 --out configs/demo_gt.json --ids GT_IDS        (GT_IDS below)
+      --output runs/demo-gt --out configs/demo_gt.json --ids GT_IDS        (GT_IDS below)
 
 Only the standard library is imported at the top: with --setup this script runs before the
 requirements are installed.
@@ -207,14 +207,35 @@ def noise_ceiling(gt_path):
     first = [sum(a[:h]) / h for a in accs]
     second = [sum(a[h:2 * h]) / h for a in accs]
     if h == 1:
-        return [("ground truth seed 0 vs seed 1 (ceiling)", _agreement(first, second))]
+        row = _agreement(first, second)
+        return [("ground truth seed 0 vs seed 1 (ceiling)", {**row, "tau_vs_one_seed": row["kendall_tau_b"]})]
     rows = [(f"ground truth {h}-seed mean vs {h}-seed mean (ceiling)", _agreement(first, second))]
     pairs = [_agreement([a[i] for a in accs], [a[j] for a in accs])
              for i in range(2 * h) for j in range(i + 1, 2 * h)]
+    mean = {key: sum(p[key] for p in pairs) / len(pairs) for key in ("kendall_tau_b", "pearson", "precision_at_10")}
     rows.append(("ground truth one seed vs another (mean)",
-                 {"n": len(accs), **{key: sum(p[key] for p in pairs) / len(pairs)
-                                     for key in ("kendall_tau_b", "pearson", "precision_at_10")}}))
+                 {"n": len(accs), **mean, "tau_vs_one_seed": mean["kendall_tau_b"]}))
     return rows
+
+
+def tau_vs_one_seed(gt, scores):
+    """Kendall tau-b of `scores` (id -> value) against each seed's accuracies, averaged over the seeds.
+
+    This, not the tau against the mean, is what compares with one seed vs another: the mean of
+    several seeds is less noisy than any one, so a predictor can agree with it better than two
+    seeds agree with each other. None when fewer than 2 codes have 2 seeds and a score."""
+    sys.path.insert(0, ROOT)
+    from submission import metrics
+
+    ids = [i for i, e in gt.items() if isinstance(e, dict) and len(e.get("accs", [])) >= 2 and i in scores]
+    if len(ids) < 2:
+        return None
+    seeds = min(len(gt[i]["accs"]) for i in ids)
+    pred = [scores[i] for i in ids]
+    try:
+        return sum(metrics.kendall_tau_b(pred, [gt[i]["accs"][s] for i in ids]) for s in range(seeds)) / seeds
+    except metrics.MetricError:
+        return None
 
 
 def _row(table):
@@ -234,23 +255,32 @@ def shared_top1(results_path, ids):
     return 100.0 * sum(top1) / len(top1) if top1 else None
 
 
-def demo_table(out, names, gt_path):
-    """Rows (label, values) of the demo table from the score reports and the ground truth."""
+def demo_table(out, names, gt_path, score_config):
+    """Rows (label, values) of the demo table from the score reports, the submissions and the ground
+    truth; MACs and params as `submission score` counts them (score_config's model and resolution)."""
+    sys.path.insert(0, ROOT)
+    from submission.baselines import cost_baselines, cost_setting_from_config
+
     rows = noise_ceiling(gt_path) or [("ground truth seed 0 vs seed 1 (ceiling)", None)]
     labels = {"default": "kit default supernet", BASELINE[0]: "uniform-sampling supernet (baseline)"}
     with open(gt_path, encoding="utf-8") as f:
-        gt_ids = set(json.load(f))
+        gt = json.load(f)
     reports = {}
     for name in names:
         path = os.path.join(out, f"score-{name}.json")
         with open(path, encoding="utf-8") as f:
             reports[name] = json.load(f)
+        with open(os.path.join(out, f"submission-{name}.json"), encoding="utf-8") as f:
+            submitted = {i: e["acc"] for i, e in json.load(f).items()}
         row = _row(reports[name]["predictors"]["submission"])
-        row["shared_top1"] = shared_top1(os.path.join(out, f"eval-{name}", "results.json"), gt_ids)
+        row["shared_top1"] = shared_top1(os.path.join(out, f"eval-{name}", "results.json"), set(gt))
+        row["tau_vs_one_seed"] = tau_vs_one_seed(gt, submitted)
         rows.append((labels.get(name, name), row))
     first = reports[names[0]]["predictors"]
-    rows.append(("MACs only", _row(first["macs"])))
-    rows.append(("params only", _row(first["params"])))
+    ids = list(gt)
+    cost = cost_baselines(ids, [gt[i]["arch"] for i in ids], *cost_setting_from_config(score_config))
+    for key, label in (("macs", "MACs only"), ("params", "params only")):
+        rows.append((label, {**_row(first[key]), "tau_vs_one_seed": tau_vs_one_seed(gt, dict(zip(ids, cost[key])))}))
     return rows
 
 
@@ -260,7 +290,7 @@ def _fmt(v):
 
 def format_table(rows):
     head = (f"{'predictor':<42}{'n':>5}{'Kendall tau':>13}{'Pearson':>10}{'P@10%':>8}{'tau/ceiling':>13}"
-            f"{'top-1 %':>9}")
+            f"{'tau 1 seed':>12}{'top-1 %':>9}")
     lines = [head, "-" * len(head)]
     ceiling = rows[0][1]["kendall_tau_b"] if rows and rows[0][1] else None
     for label, v in rows:
@@ -271,8 +301,9 @@ def format_table(rows):
         else:
             ratio = v["kendall_tau_b"] / ceiling if ceiling else None
             top1 = f"{v['shared_top1']:.2f}" if v.get("shared_top1") is not None else ""
+            one = _fmt(v["tau_vs_one_seed"]) if "tau_vs_one_seed" in v else ""
             lines.append(f"{label:<42}{v['n']:>5}{_fmt(v['kendall_tau_b']):>13}{_fmt(v['pearson']):>10}"
-                         f"{_fmt(v['precision_at_10']):>8}{_fmt(ratio):>13}{top1:>9}")
+                         f"{_fmt(v['precision_at_10']):>8}{_fmt(ratio):>13}{one:>12}{top1:>9}")
     return "\n".join(lines)
 
 
@@ -341,17 +372,19 @@ def main(argv=None):
               "total_seconds": sum(s.seconds for s in stages), "gt": args.gt if args.gt_present else None,
               "config": args.config, "archs": args.archs, "overrides": args.overrides, "table": None}
     if args.gt_present:
-        rows = demo_table(args.out, done, args.gt)
+        rows = demo_table(args.out, done, args.gt, score_config)
         report["table"] = [{"predictor": label, **(v or {})} for label, v in rows]
         print(f"\nranking vs ground truth {args.gt} "
               "(mean accuracy over seeds; ceiling: the ground truth against itself;\n"
-              "top-1 %: the ground-truth codes' mean top-1 with the supernet's shared weights)")
+              "tau 1 seed: Kendall tau against one seed's accuracies, mean over seeds, the figure to set\n"
+              "beside one seed vs another; top-1 %: the ground-truth codes' mean top-1 with the supernet's\n"
+              "shared weights)")
         print(format_table(rows))
         print("plots: " + ", ".join(os.path.join(args.out, f"score-{n}.png") for n in done))
     else:
         print(f"\nno ground truth at {args.gt}: submissions were made and validated but not scored. Build it with\n"
               f"  python pretrain.py gt --config configs/demo.yaml --archs configs/demo_archs.json --repeat 2 "
-              f"--seed 0 --output runs/demo-gt16 --out {args.gt} --ids {GT_IDS}")
+              f"--seed 0 --output runs/demo-gt --out {args.gt} --ids {GT_IDS}")
     path = os.path.join(args.out, "demo_report.json")
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -92,6 +92,18 @@ def test_noise_ceiling_by_hand(tmp_path):
     assert demo.noise_ceiling(str(path)) == []
 
 
+def test_tau_vs_one_seed_by_hand():
+    demo = load_demo()
+    gt = {f"a{i}": {"acc": sum(a) / 2, "arch": "x", "accs": list(a)} for i, a in enumerate(SEED_ACCS)}
+    gt["single"] = {"acc": 0.5, "arch": "y", "accs": [0.5]}  # one seed only: left out
+    # scores 1 < 2 < 3 against seed 0 (0.80 < 0.85 < 0.90): tau 1; against seed 1 (0.83, 0.81, 0.86):
+    # pair (a0, a1) discordant, the other two concordant, tau 1/3; mean 2/3
+    scores = {"a0": 1.0, "a1": 2.0, "a2": 3.0, "single": 9.0}
+    assert demo.tau_vs_one_seed(gt, scores) == pytest.approx(2 / 3)
+    assert demo.tau_vs_one_seed(gt, {"a0": 1.0}) is None  # fewer than 2 codes with a score
+    assert demo.tau_vs_one_seed(gt, {"a0": 1.0, "a1": 1.0, "a2": 1.0}) is None  # constant: undefined
+
+
 def test_noise_ceiling_with_four_seeds_is_split_half(tmp_path):
     demo = load_demo()
     accs = {"a0": [0.1, 0.2, 0.3, 0.3], "a1": [0.2, 0.4, 0.2, 0.2], "a2": [0.5, 0.5, 0.6, 0.4],
@@ -106,7 +118,8 @@ def test_noise_ceiling_with_four_seeds_is_split_half(tmp_path):
     seeds = np.array([accs[f"a{i}"] for i in range(4)])
     taus = [stats.kendalltau(seeds[:, i], seeds[:, j]).statistic for i in range(4) for j in range(i + 1, 4)]
     assert pair_label == "ground truth one seed vs another (mean)" and pairs["n"] == 4
-    assert pairs["kendall_tau_b"] == pytest.approx(np.mean(taus))
+    assert pairs["kendall_tau_b"] == pytest.approx(np.mean(taus)) == pairs["tau_vs_one_seed"]
+    assert "tau_vs_one_seed" not in half
 
 
 def test_baselines_count_costs_with_the_overridden_model(tmp_path):
@@ -193,11 +206,21 @@ def test_demo_end_to_end_then_resume(tmp_path):
     assert report["stages"][0]["command"].startswith(f"PYTHON={sys.executable} bash train_supernet.sh {config}")
     table = {row["predictor"]: row for row in report["table"]}
     ceiling = table["ground truth seed 0 vs seed 1 (ceiling)"]
-    assert ceiling["kendall_tau_b"] == pytest.approx(1 / 3) and ceiling["precision_at_10"] == 1.0
+    assert ceiling["kendall_tau_b"] == pytest.approx(1 / 3) == ceiling["tau_vs_one_seed"]
+    assert ceiling["precision_at_10"] == 1.0
     # The MACs row, by a second route: the cost model and scipy against the mean accuracies.
     _, macs = costs([e.code for e in entries[:3]], net_spec(resolve(str(config))), resolution=16)
     mean = [sum(a) / 2 for a in SEED_ACCS]
     assert table["MACs only"]["kendall_tau_b"] == pytest.approx(stats.kendalltau(macs, mean).statistic)
+
+    def per_seed(values):  # against each seed's accuracies, averaged over the 2 seeds
+        return np.mean([stats.kendalltau(values, [a[s] for a in SEED_ACCS]).statistic for s in (0, 1)])
+
+    assert table["MACs only"]["tau_vs_one_seed"] == pytest.approx(per_seed(macs))
+    with open(out / "submission-default.json", encoding="utf-8") as f:
+        submitted = json.load(f)
+    default_scores = [submitted[e.id]["acc"] for e in entries[:3]]
+    assert table["kit default supernet"]["tau_vs_one_seed"] == pytest.approx(per_seed(default_scores))
     assert table["kit default supernet"]["n"] == 3
     assert table["kit default supernet"]["shared_top1"] == pytest.approx(shared["default"])
     assert table["uniform-sampling supernet (baseline)"]["shared_top1"] == pytest.approx(shared["uniform"])
