@@ -37,7 +37,7 @@ rerun the same command to continue; ids are the 40 codes `pretrain.py gt --sampl
 in an interleaved MACs order so that any finished prefix spans the MACs range):
 
   python pretrain.py gt --config configs/demo.yaml --archs configs/demo_archs.json --repeat 2 --seed 0 \\
-      --output runs/demo-gt --out configs/demo_gt.json --ids GT_IDS        (GT_IDS below)
+      --output runs/demo-gt16 --out configs/demo_gt.json --ids GT_IDS        (GT_IDS below)
 
 Only the standard library is imported at the top: with --setup this script runs before the
 requirements are installed.
@@ -384,7 +384,7 @@ def main(argv=None):
     else:
         print(f"\nno ground truth at {args.gt}: submissions were made and validated but not scored. Build it with\n"
               f"  python pretrain.py gt --config configs/demo.yaml --archs configs/demo_archs.json --repeat 2 "
-              f"--seed 0 --output runs/demo-gt --out {args.gt} --ids {GT_IDS}")
+              f"--seed 0 --output runs/demo-gt16 --out {args.gt} --ids {GT_IDS}")
     path = os.path.join(args.out, "demo_report.json")
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
