@@ -24,9 +24,9 @@ from supernet import (
     onednn_conv,  # noqa: E402
 )
 from supernet.config import net_spec, resolve  # noqa: E402
+from supernet.runtime import setup_device  # noqa: E402
 
 from cpu_throughput import add_model_options, bench_codes  # noqa: E402  (bench/ is this script's directory)
-from supernet.runtime import setup_device  # noqa: E402
 
 GOAL = 1.15
 
