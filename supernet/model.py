@@ -15,7 +15,7 @@ from encoding.netspec import STEMS
 from encoding.space import check_ties
 
 from .ops import DynamicBatchNorm2D, DynamicConv2D, DynamicLinear
-from .static import StaticResNet, resolve_spec
+from .static import StaticResNet, resolve_spec, zero_last_bn_scales
 
 NUM_SLOTS = sum(MAX_DEPTHS)
 
@@ -117,8 +117,7 @@ class ResNet48Supernet(nn.Layer):
         distillation from pulling the shared weights apart in the first steps (Goyal et al.
         2017; BigNAS). Only for training from scratch: it overwrites the weights.
         """
-        for block in self.blocks[1:-1]:
-            block.bn2.weight.set_value(paddle.zeros_like(block.bn2.weight))
+        zero_last_bn_scales(self.blocks)
 
     # --- which subnet ---------------------------------------------------------------
     @staticmethod

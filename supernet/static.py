@@ -71,6 +71,13 @@ class Head(nn.Layer):
         return self.fc(paddle.flatten(self.pool(x), 1))
 
 
+def zero_last_bn_scales(blocks):
+    """Zero bn2's scale in every residual block of `blocks` (stem first, head last): the one
+    zero-init rule of the supernet and the standalone model."""
+    for block in blocks[1:-1]:
+        block.bn2.weight.set_value(paddle.zeros_like(block.bn2.weight))
+
+
 class StaticResNet(nn.Layer):
     """One subnet as ordinary layers; `arch` and `spec` say which one."""
 
@@ -95,11 +102,9 @@ class StaticResNet(nn.Layer):
         return x
 
     def zero_init_residual(self):
-        """Zero each block's last BN scale: every block starts as its shortcut, so a deep code
-        trains from the start as fast as a shallow one (Goyal et al. 2017); the same rule as
-        ResNet48Supernet.zero_init_residual, for standalone training."""
-        for block in self.blocks[1:-1]:
-            block.bn2.weight.set_value(paddle.zeros_like(block.bn2.weight))
+        """Every block starts as its shortcut, so a deep code trains from the start as fast as a
+        shallow one (Goyal et al. 2017): the supernet's rule, for standalone training."""
+        zero_last_bn_scales(self.blocks)
 
 
 def build_static(arch, spec: NetSpec = None) -> StaticResNet:
