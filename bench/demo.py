@@ -189,15 +189,13 @@ def _agreement(a, b):
             "precision_at_10": metrics.precision_at_k(a, b, k=k)}
 
 
-def noise_ceiling(gt_path):
+def noise_ceiling(gt):
     """How well the ground truth agrees with itself, as (label, values) rows; the first is the ceiling.
 
     With 2 seeds per code: seed 0 vs seed 1. With 2h seeds (h > 1): the mean of the first h seeds vs
     the mean of the next h (split half; the committed GT averages all 2h, so it is at least this
     reliable), then one seed vs another, averaged over every pair of seeds. Codes with fewer seeds
-    than most have are left out; no rows when fewer than 2 codes are left."""
-    with open(gt_path, encoding="utf-8") as f:
-        gt = json.load(f)
+    than most have are left out; no rows when fewer than 2 codes are left. `gt`: the loaded file."""
     accs = [e["accs"] for e in gt.values() if isinstance(e, dict) and len(e.get("accs", [])) >= 2]
     counts = [len(a) for a in accs]
     h = max(counts, key=lambda n: (counts.count(n), n)) // 2 if counts else 1
@@ -261,10 +259,10 @@ def demo_table(out, names, gt_path, score_config):
     sys.path.insert(0, ROOT)
     from submission.baselines import cost_baselines, cost_setting_from_config
 
-    rows = noise_ceiling(gt_path) or [("ground truth seed 0 vs seed 1 (ceiling)", None)]
-    labels = {"default": "kit default supernet", BASELINE[0]: "uniform-sampling supernet (baseline)"}
     with open(gt_path, encoding="utf-8") as f:
         gt = json.load(f)
+    rows = noise_ceiling(gt) or [("ground truth seed 0 vs seed 1 (ceiling)", None)]
+    labels = {"default": "kit default supernet", BASELINE[0]: "uniform-sampling supernet (baseline)"}
     reports = {}
     for name in names:
         path = os.path.join(out, f"score-{name}.json")

@@ -83,13 +83,13 @@ def test_noise_ceiling_by_hand(tmp_path):
     gt["single"] = {"acc": 0.5, "arch": "y", "accs": [0.5]}  # one seed only: not in the ceiling
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(gt))
-    [(label, c)] = demo.noise_ceiling(str(path))
+    [(label, c)] = demo.noise_ceiling(json.loads(path.read_text()))
     assert label == "ground truth seed 0 vs seed 1 (ceiling)" and c["n"] == 3
     assert c["kendall_tau_b"] == pytest.approx(1 / 3)
     assert c["pearson"] == pytest.approx(np.corrcoef([a for a, _ in SEED_ACCS], [b for _, b in SEED_ACCS])[0, 1])
     assert c["precision_at_10"] == 1.0
     path.write_text(json.dumps({"a": {"acc": 0.5, "arch": "x", "accs": [0.5, 0.6]}}))
-    assert demo.noise_ceiling(str(path)) == []
+    assert demo.noise_ceiling(json.loads(path.read_text())) == []
 
 
 def test_tau_vs_one_seed_by_hand():
@@ -110,7 +110,7 @@ def test_noise_ceiling_with_four_seeds_is_split_half(tmp_path):
             "a3": [0.9, 0.7, 0.8, 0.8], "two": [0.5, 0.6]}  # two seeds only: left out
     path = tmp_path / "gt.json"
     path.write_text(json.dumps({k: {"acc": sum(a) / len(a), "arch": "x", "accs": a} for k, a in accs.items()}))
-    (half_label, half), (pair_label, pairs) = demo.noise_ceiling(str(path))
+    (half_label, half), (pair_label, pairs) = demo.noise_ceiling(json.loads(path.read_text()))
     # seed means 0.15, 0.3, 0.5, 0.8 vs 0.3, 0.2, 0.5, 0.8: one of six pairs discordant
     assert half_label == "ground truth 2-seed mean vs 2-seed mean (ceiling)" and half["n"] == 4
     assert half["kendall_tau_b"] == pytest.approx(4 / 6) and half["precision_at_10"] == 1.0
