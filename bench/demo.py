@@ -60,7 +60,6 @@ GT_IDS = ("arch305,arch62,arch377,arch464,arch236,arch283,arch255,arch190,arch25
 # The baseline strategy: plain uniform single-path sampling (no sandwich rule, so no in-place distillation).
 BASELINE = ("uniform", ["supernet.sampler.strategy=uniform", "supernet.sampler.sandwich=false",
                         "supernet.sampler.num_random=1", "supernet.loss.inplace_distill=false"])
-TOP_FRACTION = 0.10
 
 
 class DemoError(Exception):
@@ -180,66 +179,17 @@ def score_config_path(args):
 
 # --- the demo table --------------------------------------------------------------------------
 
-def _agreement(a, b):
+def _ceiling():
     sys.path.insert(0, ROOT)
-    from submission import metrics
+    from submission import ceiling
 
-    k = metrics.top_k_size(len(a), TOP_FRACTION)
-    return {"n": len(a), "kendall_tau_b": metrics.kendall_tau_b(a, b), "pearson": metrics.pearson(a, b),
-            "precision_at_10": metrics.precision_at_k(a, b, k=k)}
-
-
-def noise_ceiling(gt):
-    """How well the ground truth agrees with itself, as (label, values) rows; the first is the ceiling.
-
-    With 2 seeds per code: seed 0 vs seed 1. With 2h seeds (h > 1): the mean of the first h seeds vs
-    the mean of the next h (split half; the committed GT averages all 2h, so it is at least this
-    reliable), then one seed vs another, averaged over every pair of seeds. Codes with fewer seeds
-    than most have are left out; no rows when fewer than 2 codes are left. `gt`: the loaded file."""
-    accs = [e["accs"] for e in gt.values() if isinstance(e, dict) and len(e.get("accs", [])) >= 2]
-    counts = [len(a) for a in accs]
-    h = max(counts, key=lambda n: (counts.count(n), n)) // 2 if counts else 1
-    accs = [a for a in accs if len(a) >= 2 * h]
-    if len(accs) < 2:
-        return []
-    first = [sum(a[:h]) / h for a in accs]
-    second = [sum(a[h:2 * h]) / h for a in accs]
-    if h == 1:
-        row = _agreement(first, second)
-        return [("ground truth seed 0 vs seed 1 (ceiling)", {**row, "tau_vs_one_seed": row["kendall_tau_b"]})]
-    rows = [(f"ground truth {h}-seed mean vs {h}-seed mean (ceiling)", _agreement(first, second))]
-    pairs = [_agreement([a[i] for a in accs], [a[j] for a in accs])
-             for i in range(2 * h) for j in range(i + 1, 2 * h)]
-    mean = {key: sum(p[key] for p in pairs) / len(pairs) for key in ("kendall_tau_b", "pearson", "precision_at_10")}
-    rows.append(("ground truth one seed vs another (mean)",
-                 {"n": len(accs), **mean, "tau_vs_one_seed": mean["kendall_tau_b"]}))
-    return rows
-
-
-def tau_vs_one_seed(gt, scores):
-    """Kendall tau-b of `scores` (id -> value) against each seed's accuracies, averaged over the seeds.
-
-    This, not the tau against the mean, is what compares with one seed vs another: the mean of
-    several seeds is less noisy than any one, so a predictor can agree with it better than two
-    seeds agree with each other. None when fewer than 2 codes have 2 seeds and a score."""
-    sys.path.insert(0, ROOT)
-    from submission import metrics
-
-    ids = [i for i, e in gt.items() if isinstance(e, dict) and len(e.get("accs", [])) >= 2 and i in scores]
-    if len(ids) < 2:
-        return None
-    seeds = min(len(gt[i]["accs"]) for i in ids)
-    pred = [scores[i] for i in ids]
-    try:
-        return sum(metrics.kendall_tau_b(pred, [gt[i]["accs"][s] for i in ids]) for s in range(seeds)) / seeds
-    except metrics.MetricError:
-        return None
+    return ceiling
 
 
 def _row(table):
     if "error" in table:
         return {"error": table["error"]}
-    key = f"{TOP_FRACTION * 100:g}%"
+    key = f"{_ceiling().TOP_FRACTION * 100:g}%"
     return {"n": table["n"], "kendall_tau_b": table["kendall_tau_b"], "pearson": table["pearson"],
             "precision_at_10": table["precision_at_k"][key]["value"]}
 
@@ -261,7 +211,8 @@ def demo_table(out, names, gt_path, score_config):
 
     with open(gt_path, encoding="utf-8") as f:
         gt = json.load(f)
-    rows = noise_ceiling(gt) or [("ground truth seed 0 vs seed 1 (ceiling)", None)]
+    ceiling = _ceiling()
+    rows = ceiling.noise_ceiling(gt) or [("ground truth seed 0 vs seed 1 (ceiling)", None)]
     labels = {"default": "kit default supernet", BASELINE[0]: "uniform-sampling supernet (baseline)"}
     reports = {}
     for name in names:
@@ -272,13 +223,13 @@ def demo_table(out, names, gt_path, score_config):
             submitted = {i: e["acc"] for i, e in json.load(f).items()}
         row = _row(reports[name]["predictors"]["submission"])
         row["shared_top1"] = shared_top1(os.path.join(out, f"eval-{name}", "results.json"), set(gt))
-        row["tau_vs_one_seed"] = tau_vs_one_seed(gt, submitted)
+        row["tau_vs_one_seed"] = ceiling.tau_vs_one_seed(gt, submitted)
         rows.append((labels.get(name, name), row))
     first = reports[names[0]]["predictors"]
     ids = list(gt)
     cost = cost_baselines(ids, [gt[i]["arch"] for i in ids], *cost_setting_from_config(score_config))
     for key, label in (("macs", "MACs only"), ("params", "params only")):
-        rows.append((label, {**_row(first[key]), "tau_vs_one_seed": tau_vs_one_seed(gt, dict(zip(ids, cost[key])))}))
+        rows.append((label, {**_row(first[key]), "tau_vs_one_seed": ceiling.tau_vs_one_seed(gt, dict(zip(ids, cost[key])))}))
     return rows
 
 
@@ -378,6 +329,10 @@ def main(argv=None):
               "beside one seed vs another; top-1 %: the ground-truth codes' mean top-1 with the supernet's\n"
               "shared weights)")
         print(format_table(rows))
+        with open(args.gt, encoding="utf-8") as f:
+            report["gt_projection"] = _ceiling().projection(json.load(f))
+        print(f"\nhow far more seeds would take this ground truth (python -m submission ceiling --gt {args.gt}):")
+        print(_ceiling().format_projection(report["gt_projection"]))
         print("plots: " + ", ".join(os.path.join(args.out, f"score-{n}.png") for n in done))
     else:
         print(f"\nno ground truth at {args.gt}: submissions were made and validated but not scored. Build it with\n"

@@ -1,4 +1,4 @@
-"""`python -m submission make|validate|score`: from evaluator results to a checked, scored submission.
+"""`python -m submission make|validate|score|ceiling`: from evaluator results to a checked, scored submission.
 
 Exit status: 0 success, 1 refused / invalid / unscorable input (with every problem listed),
 2 bad command line.
@@ -61,6 +61,12 @@ def _validate(args):
     return 1
 
 
+def _write_report(path, report):
+    if path:
+        atomic_write_json(path, report, indent=1)
+        print(f"report: {path}")
+
+
 def _score(args):
     from .baselines import cost_setting_from_config  # scipy, yaml, costs: only when scoring
     from .score import format_report, score
@@ -79,10 +85,53 @@ def _score(args):
 
         scatter_png(args.plot, data["truth"], data["submission"], data["macs"])
         print(f"plot: {args.plot}")
-    if args.out:
-        atomic_write_json(args.out, report, indent=1)
-        print(f"report: {args.out}")
+    _write_report(args.out, report)
     return 0
+
+
+def _ceiling(args):
+    from . import ceiling, jsonfile  # numpy/scipy: only here
+
+    try:
+        gt = jsonfile.load(args.gt)
+        if not isinstance(gt, dict):
+            raise SubmissionError(f"{args.gt}: expected a JSON object of id -> {{'acc', 'arch', 'accs'}}")
+        accs = ceiling.seed_accs(gt)
+        if len(accs) < 2:
+            raise SubmissionError(f"{args.gt}: {len(accs)} codes with per-seed accuracies ('accs', >= 2 seeds); "
+                                  f"need at least 2 (pretrain.py gt --repeat 2 writes them)")
+    except SubmissionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    left_out = len(gt) - len(accs)
+    print(f"{args.gt}: {len(accs)} codes x {len(next(iter(accs.values())))} seeds"
+          + (f" ({left_out} entries with another seed count left out)" if left_out else ""))
+    report = {"measured": [{"label": label, **values} for label, values in ceiling.noise_ceiling(gt)]}
+    for row in report["measured"]:
+        print(f"measured: {row['label']}: Kendall tau {row['kendall_tau_b']:.3f}, Pearson {row['pearson']:.3f}, "
+              f"P@10% {row['precision_at_10']:.3f}")
+    report["model"] = ceiling.projection(gt, ks=args.seeds, target_tau=args.target, n_resamples=args.resamples,
+                                         seed=args.seed)
+    print(ceiling.format_projection(report["model"]))
+    _write_report(args.out, report)
+    return 0
+
+
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected seed counts >= 1, got {text!r}")
+    return tuple(values)
+
+
+def _tau(text):
+    v = float(text)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"target Kendall tau must be in (0, 1), got {text}")
+    return v
 
 
 def build_parser():
@@ -117,6 +166,15 @@ def build_parser():
                    help="larger ground truths are bootstrapped m-out-of-n with this m (0 = always all n)")
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="problems shown per kind (0 = all)")
     p.set_defaults(run=_score)
+
+    p = sub.add_parser("ceiling", help="how reproducible a multi-seed ground truth is, and what more seeds would buy")
+    p.add_argument("--gt", required=True, help="ground truth with per-seed accuracies ('accs'), e.g. from pretrain.py gt")
+    p.add_argument("--target", type=_tau, default=0.6, help="seed-vs-seed Kendall tau to size the seeds for")
+    p.add_argument("--seeds", type=_int_list, default=(1, 2, 4, 8, 16), help="seed counts per side to project")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the codes (0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--out", default=None, help="write every number as JSON here")
+    p.set_defaults(run=_ceiling)
     return parser
 
 
