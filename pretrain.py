@@ -519,6 +519,9 @@ def build_ground_truth(cfg):
                 atomic_write_json(gt_path, ground, indent=1)
                 log.info("%s: acc %.4f over seeds %s -> %s", entry.id, ground[entry.id]["acc"], seeds, gt_path)
             barrier()
+        if repeat >= 2 and is_main():
+            log.info("how far its seeds agree, and how many a ranking needs: python -m submission ceiling --gt %s",
+                     gt_path)
     return ground
 
 

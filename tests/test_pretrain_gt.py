@@ -91,6 +91,12 @@ def test_gt_writes_challenge_format_skips_finished_and_resumes_unfinished(setup,
     assert pretrain.main(args + ["--archs", str(out / "other.json"), "--ids", "arch1"]) == 1
     assert "arch1 is" in capsys.readouterr().err
 
+    # with 2+ seeds the log points at the ceiling report (seed 0 of arch1 is reused, seed 1 trained)
+    assert "submission ceiling" not in (out / "gt.log").read_text()
+    assert pretrain.main(args + ["--ids", "arch1", "--repeat", "2", "--out", str(out / "GT2.json")]) == 0
+    assert f"python -m submission ceiling --gt {out / 'GT2.json'}" in (out / "gt.log").read_text()
+    assert json.loads((out / "GT2.json").read_text())["arch1"]["seeds"] == [0, 1]
+
 
 def test_gt_argument_errors(setup, capsys):
     _, _, args = setup
