@@ -203,33 +203,29 @@ def shared_top1(results_path, ids):
     return 100.0 * sum(top1) / len(top1) if top1 else None
 
 
-def demo_table(out, names, gt_path, score_config):
-    """Rows (label, values) of the demo table from the score reports, the submissions and the ground
-    truth; MACs and params as `submission score` counts them (score_config's model and resolution)."""
-    sys.path.insert(0, ROOT)
-    from submission.baselines import cost_baselines, cost_setting_from_config
-
+def demo_table(out, names, gt_path):
+    """Rows (label, values) of the demo table: the ground truth against itself and every predictor,
+    all from the `submission score` reports (whose MACs and params follow the config they were given),
+    plus each supernet's mean top-1 with shared weights from its evaluation results."""
     with open(gt_path, encoding="utf-8") as f:
-        gt = json.load(f)
-    ceiling = _ceiling()
-    rows = ceiling.noise_ceiling(gt) or [("ground truth seed 0 vs seed 1 (ceiling)", None)]
+        gt_ids = set(json.load(f))
     labels = {"default": "kit default supernet", BASELINE[0]: "uniform-sampling supernet (baseline)"}
     reports = {}
     for name in names:
-        path = os.path.join(out, f"score-{name}.json")
-        with open(path, encoding="utf-8") as f:
+        with open(os.path.join(out, f"score-{name}.json"), encoding="utf-8") as f:
             reports[name] = json.load(f)
-        with open(os.path.join(out, f"submission-{name}.json"), encoding="utf-8") as f:
-            submitted = {i: e["acc"] for i, e in json.load(f).items()}
-        row = _row(reports[name]["predictors"]["submission"])
-        row["shared_top1"] = shared_top1(os.path.join(out, f"eval-{name}", "results.json"), set(gt))
-        row["tau_vs_one_seed"] = ceiling.tau_vs_one_seed(gt, submitted)
+    noise = reports[names[0]].get("seed_noise")
+    rows = ([(r["label"], {k: v for k, v in r.items() if k != "label"}) for r in noise["ceiling"]] if noise else
+            [("ground truth seed 0 vs seed 1 (ceiling)", None)])
+    one_seed = noise["tau_vs_one_seed"] if noise else {}
+    for name in names:
+        report = reports[name]
+        row = _row(report["predictors"]["submission"])
+        row["shared_top1"] = shared_top1(os.path.join(out, f"eval-{name}", "results.json"), gt_ids)
+        row["tau_vs_one_seed"] = (report.get("seed_noise") or {}).get("tau_vs_one_seed", {}).get("submission")
         rows.append((labels.get(name, name), row))
-    first = reports[names[0]]["predictors"]
-    ids = list(gt)
-    cost = cost_baselines(ids, [gt[i]["arch"] for i in ids], *cost_setting_from_config(score_config))
     for key, label in (("macs", "MACs only"), ("params", "params only")):
-        rows.append((label, {**_row(first[key]), "tau_vs_one_seed": ceiling.tau_vs_one_seed(gt, dict(zip(ids, cost[key])))}))
+        rows.append((label, {**_row(reports[names[0]]["predictors"][key]), "tau_vs_one_seed": one_seed.get(key)}))
     return rows
 
 
@@ -321,7 +317,7 @@ def main(argv=None):
               "total_seconds": sum(s.seconds for s in stages), "gt": args.gt if args.gt_present else None,
               "config": args.config, "archs": args.archs, "overrides": args.overrides, "table": None}
     if args.gt_present:
-        rows = demo_table(args.out, done, args.gt, score_config)
+        rows = demo_table(args.out, done, args.gt)
         report["table"] = [{"predictor": label, **(v or {})} for label, v in rows]
         print(f"\nranking vs ground truth {args.gt} "
               "(mean accuracy over seeds; ceiling: the ground truth against itself;\n"
@@ -329,8 +325,9 @@ def main(argv=None):
               "beside one seed vs another; top-1 %: the ground-truth codes' mean top-1 with the supernet's\n"
               "shared weights)")
         print(format_table(rows))
-        with open(args.gt, encoding="utf-8") as f:
-            report["gt_projection"] = _ceiling().projection(json.load(f))
+        with open(os.path.join(args.out, f"score-{done[0]}.json"), encoding="utf-8") as f:
+            noise = json.load(f).get("seed_noise")
+        report["gt_projection"] = noise["projection"] if noise else None
         print(f"\nhow far more seeds would take this ground truth (python -m submission ceiling --gt {args.gt}):")
         print(_ceiling().format_projection(report["gt_projection"]))
         print("plots: " + ", ".join(os.path.join(args.out, f"score-{n}.png") for n in done))

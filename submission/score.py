@@ -11,7 +11,7 @@ import numpy as np
 
 from encoding import NetSpec
 
-from . import jsonfile, metrics
+from . import ceiling, jsonfile, metrics
 from .baselines import cost_baselines
 from .errors import MetricError, SubmissionError
 from .validate import Problem, acc_problem
@@ -100,6 +100,22 @@ def _safe(fn, *args, **kwargs):
         return {"error": str(e)}
 
 
+def seed_noise(gt_path, ids, predictors, n_resamples=metrics.N_RESAMPLES, seed=0):
+    """The ground truth against itself, when its entries carry per-seed accuracies ("accs", as
+    `pretrain.py gt --repeat 2+` writes): the ceiling rows, each predictor's Kendall tau against one
+    seed (the figure comparable with seed vs seed) and the seed projection. None without seeds."""
+    raw = jsonfile.load(gt_path)  # read_ground_truth has checked it
+    gt = {i: raw[i] for i in ids}
+    rows = ceiling.noise_ceiling(gt)
+    if not rows:
+        return None
+    return {"ceiling": [{"label": label, **values} for label, values in rows],
+            "seeds": len(next(iter(ceiling.seed_accs(gt).values()))),
+            "tau_vs_one_seed": {name: ceiling.tau_vs_one_seed(gt, dict(zip(ids, values.tolist())))
+                                for name, values in predictors.items()},
+            "projection": ceiling.projection(gt, n_resamples=n_resamples, seed=seed)}
+
+
 def score(submission_path, gt_path, spec=None, split_seed=None, n_resamples=metrics.N_RESAMPLES, seed=0,
           level=metrics.LEVEL, max_size=metrics.BOOTSTRAP_MAX_SIZE, resolution=None):
     """The full report as a JSON-ready dict (see format_report for the printed form)."""
@@ -118,7 +134,7 @@ def score(submission_path, gt_path, spec=None, split_seed=None, n_resamples=metr
         "submission": str(submission_path), "ground_truth": str(gt_path), "n": len(ids),
         "net_spec": spec.to_dict(), "resolution": resolution, "predictors": tables,
         "bootstrap": {"n_resamples": n_resamples, "seed": seed, "level": level, "max_size": max_size},
-        "split": None,
+        "split": None, "seed_noise": seed_noise(gt_path, ids, predictors, n_resamples=n_resamples, seed=seed),
     }
     if split_seed is not None:
         half_a, half_b = split_halves(len(ids), split_seed)
@@ -172,6 +188,10 @@ def format_report(report):
     if report["bootstrap"]["n_resamples"]:
         lines.append(f"{'   B ' + level + ' bootstrap interval':<38}"
                      + "".join(_ci_cell(tables[n], "kendall_tau_b") for n in PREDICTORS))
+    noise = report.get("seed_noise")
+    if noise:
+        lines.append(f"{'   B against one seed (mean of ' + str(noise['seeds']) + ')':<38}"
+                     + "".join(_cell(noise["tau_vs_one_seed"][n], 16) for n in PREDICTORS))
     row("Spearman rho", lambda t: t["spearman"])
     row("weighted Kendall tau", lambda t: t["weighted_tau"])
     if "error" not in sub:
@@ -191,6 +211,13 @@ def format_report(report):
                f"m-out-of-n, {ci['n_resamples']} resamples of m={ci['resample_size']} of {ci['n']} entries, "
                f"interval scaled by sqrt(m/n)")
         lines.append(f"bootstrap: {how}, seed {ci['seed']}")
+    if noise:
+        pairs = noise["ceiling"][-1]  # seed vs seed (with 4+ seeds: averaged over the pairs)
+        lines.append(f"ground truth against itself: {pairs['label']}: Kendall tau {pairs['kendall_tau_b']:.3f} "
+                     f"(compare 'B against one seed')")
+        p = noise["projection"]
+        lines.append(f"best B any predictor can expect against this {p['seeds']}-seed mean: "
+                     f"{p['committed_mean_best_tau']:.3f} (python -m submission ceiling --gt {report['ground_truth']})")
     split = report["split"]
     if split:
         lines.append(f"A/B split (seed {split['seed']}): A on {split['n_a']} ids, B on the other {split['n_b']}")

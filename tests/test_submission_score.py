@@ -69,6 +69,33 @@ def test_score_cli_report_equals_independent_computation(tmp_path, files):
                  "Kendall tau in true top 20% (K=6)", "bootstrap: 200 resamples of all 30 entries, seed 0"):
         assert line in r.stdout
     assert f"{sub['kendall_tau_b']:.4f}" in r.stdout
+    assert report["seed_noise"] is None and "against one seed" not in r.stdout  # no per-seed "accs"
+
+
+def test_per_seed_ground_truth_adds_the_ceiling_and_tau_against_one_seed(tmp_path, files):
+    idx = files["gt_idx"]
+    rng = np.random.default_rng(5)
+    seeds = files["truth"][idx, None] + rng.normal(0, 0.02, (len(idx), 2))
+    gt = {f"arch{i + 1}": {"acc": float(a.mean()), "arch": files["codes"][i], "accs": a.tolist()}
+          for i, a in zip(idx, seeds, strict=True)}
+    gt_path = tmp_path / "gt_seeds.json"
+    gt_path.write_text(json.dumps(gt))
+    out = tmp_path / "report.json"
+    r = run_cli("score", files["sub"], "--gt", gt_path, "--out", out, "--resamples", 50)
+    assert r.returncode == 0, r.stderr
+    noise = json.loads(out.read_text())["seed_noise"]
+    [ceiling] = noise["ceiling"]
+    assert ceiling["label"] == "ground truth seed 0 vs seed 1 (ceiling)" and noise["seeds"] == 2
+    assert ceiling["kendall_tau_b"] == pytest.approx(stats.kendalltau(seeds[:, 0], seeds[:, 1]).statistic)
+    params, macs = costs([files["codes"][i] for i in idx])
+    for name, values in (("submission", files["pred"][idx]), ("macs", macs), ("params", params)):
+        expected = np.mean([stats.kendalltau(values, seeds[:, s]).statistic for s in (0, 1)])
+        assert noise["tau_vs_one_seed"][name] == pytest.approx(expected)
+    assert noise["projection"]["one_seed_tau"] == pytest.approx(ceiling["kendall_tau_b"])
+    assert "B against one seed (mean of 2)" in r.stdout
+    assert f"{noise['tau_vs_one_seed']['macs']:.4f}" in r.stdout
+    assert f"seed 0 vs seed 1 (ceiling): Kendall tau {ceiling['kendall_tau_b']:.3f}" in r.stdout
+    assert f"against this 2-seed mean: {noise['projection']['committed_mean_best_tau']:.3f}" in r.stdout
 
 
 def test_split_reports_a_and_b_on_seeded_halves(files):
