@@ -8,6 +8,7 @@ the committed mean, and how many seeds a target ceiling needs. `noise_ceiling` m
 projects.
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -41,26 +42,30 @@ def _agreement(a, b):
 def noise_ceiling(gt):
     """How well the ground truth agrees with itself, as (label, values) rows; the first is the ceiling.
 
-    With 2 seeds per code: seed 0 vs seed 1. With 2h seeds (h > 1): the mean of the first h seeds vs
-    the mean of the next h (split half; the committed GT averages all 2h, so it is at least this
-    reliable), then one seed vs another, averaged over every pair of seeds. An odd count s uses the
-    first s - 1 seeds. No rows when fewer than 2 codes qualify (`seed_accs`)."""
+    With 2 seeds per code: seed 0 vs seed 1. With 2h seeds (h > 1): the mean of h seeds vs the mean
+    of the other h, averaged over every split into two halves (the committed GT averages all 2h, so
+    it is at least this reliable), then one seed vs another, averaged over every pair of seeds. An
+    odd count s uses the first s - 1 seeds. No rows when fewer than 2 codes qualify (`seed_accs`)."""
     accs = list(seed_accs(gt).values())
     if len(accs) < 2:
         return []
     h = len(accs[0]) // 2
-    first = [sum(a[:h]) / h for a in accs]
-    second = [sum(a[h:2 * h]) / h for a in accs]
     if h == 1:
-        row = _agreement(first, second)
+        row = _agreement([a[0] for a in accs], [a[1] for a in accs])
         return [("ground truth seed 0 vs seed 1 (ceiling)", {**row, "tau_vs_one_seed": row["kendall_tau_b"]})]
-    rows = [(f"ground truth {h}-seed mean vs {h}-seed mean (ceiling)", _agreement(first, second))]
+    splits = [half for half in itertools.combinations(range(2 * h), h) if 0 in half]
+    halves = [_agreement([sum(a[i] for i in half) / h for a in accs],
+                         [sum(a[i] for i in range(2 * h) if i not in half) / h for a in accs]) for half in splits]
     pairs = [_agreement([a[i] for a in accs], [a[j] for a in accs])
              for i in range(2 * h) for j in range(i + 1, 2 * h)]
-    mean = {key: sum(p[key] for p in pairs) / len(pairs) for key in ("kendall_tau_b", "pearson", "precision_at_10")}
-    rows.append(("ground truth one seed vs another (mean)",
-                 {"n": len(accs), **mean, "tau_vs_one_seed": mean["kendall_tau_b"]}))
-    return rows
+    return [(f"ground truth {h}-seed mean vs {h}-seed mean (ceiling; mean of {len(splits)} splits)",
+             {**_mean(halves), "splits": len(splits)}),
+            ("ground truth one seed vs another (mean)", {**_mean(pairs), "tau_vs_one_seed": _mean(pairs)["kendall_tau_b"]})]
+
+
+def _mean(rows):
+    return {"n": rows[0]["n"], **{key: sum(r[key] for r in rows) / len(rows)
+                                  for key in ("kendall_tau_b", "pearson", "precision_at_10")}}
 
 
 def tau_vs_one_seed(gt, scores):

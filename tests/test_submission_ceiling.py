@@ -57,10 +57,16 @@ def test_noise_ceiling_with_four_seeds_is_split_half():
     accs = {"a0": [0.1, 0.2, 0.3, 0.3], "a1": [0.2, 0.4, 0.2, 0.2], "a2": [0.5, 0.5, 0.6, 0.4],
             "a3": [0.9, 0.7, 0.8, 0.8], "two": [0.5, 0.6]}  # two seeds only: left out
     (half_label, half), (pair_label, pairs) = ceiling.noise_ceiling(gt_of(accs))
-    # seed means 0.15, 0.3, 0.5, 0.8 vs 0.3, 0.2, 0.5, 0.8: one of six pairs discordant
-    assert half_label == "ground truth 2-seed mean vs 2-seed mean (ceiling)" and half["n"] == 4
-    assert half["kendall_tau_b"] == pytest.approx(4 / 6) and half["precision_at_10"] == 1.0
-    assert half["pearson"] == pytest.approx(np.corrcoef([0.15, 0.3, 0.5, 0.8], [0.3, 0.2, 0.5, 0.8])[0, 1])
+    # seeds {0,1} vs {2,3}: means 0.15, 0.3, 0.5, 0.8 vs 0.3, 0.2, 0.5, 0.8, one of 6 pairs discordant: 4/6.
+    # {0,2} vs {1,3}: 0.2, 0.2, 0.55, 0.85 vs 0.25, 0.3, 0.45, 0.75, one tie in x, 5 concordant: 5/sqrt(5*6);
+    # {0,3} vs {1,2}: 0.2, 0.2, 0.45, 0.85 vs 0.25, 0.3, 0.55, 0.75: the same 5/sqrt(30)
+    assert half_label == "ground truth 2-seed mean vs 2-seed mean (ceiling; mean of 3 splits)" and half["n"] == 4
+    assert half["kendall_tau_b"] == pytest.approx((4 / 6 + 2 * 5 / math.sqrt(30)) / 3) and half["splits"] == 3
+    assert half["precision_at_10"] == 1.0
+    first = np.corrcoef([0.15, 0.3, 0.5, 0.8], [0.3, 0.2, 0.5, 0.8])[0, 1]
+    others = np.corrcoef([0.2, 0.2, 0.55, 0.85], [0.25, 0.3, 0.45, 0.75])[0, 1] + np.corrcoef(
+        [0.2, 0.2, 0.45, 0.85], [0.25, 0.3, 0.55, 0.75])[0, 1]
+    assert half["pearson"] == pytest.approx((first + others) / 3)
     seeds = np.array([accs[f"a{i}"] for i in range(4)])
     taus = [stats.kendalltau(seeds[:, i], seeds[:, j]).statistic for i in range(4) for j in range(i + 1, 4)]
     assert pair_label == "ground truth one seed vs another (mean)" and pairs["n"] == 4
