@@ -14,7 +14,8 @@ import math
 import numpy as np
 
 from . import metrics
-from .errors import MetricError
+from .errors import MetricError, SubmissionError
+from .jsonfile import is_number
 
 TOP_FRACTION = 0.1  # precision@K of the demo table: K = 10 % of the codes
 TARGET_TAU = 0.6    # issue 8: a ground truth whose two seeds agree less than this cannot rank architectures
@@ -25,7 +26,13 @@ def seed_accs(gt):
     """{id: per-seed accuracies} of the codes a ceiling can use: those with the seed count most codes
     have (ties: the larger), cut to that count. Codes with fewer seeds are left out; {} when no count
     is >= 2. `gt`: a loaded challenge-format file whose entries may carry "accs"."""
-    accs = {i: e["accs"] for i, e in gt.items() if isinstance(e, dict) and len(e.get("accs") or []) >= 2}
+    accs = {i: e["accs"] for i, e in gt.items() if isinstance(e, dict) and e.get("accs") is not None}
+    bad = [i for i, a in accs.items()
+           if not isinstance(a, list) or not all(is_number(x) and math.isfinite(x) for x in a)]
+    if bad:
+        raise SubmissionError(f"'accs' must be a list of finite numbers (per-seed accuracies); it is not for "
+                              f"{len(bad)} entries: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+    accs = {i: a for i, a in accs.items() if len(a) >= 2}
     counts = [len(a) for a in accs.values()]
     if not counts:
         return {}

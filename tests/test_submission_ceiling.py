@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from submission import ceiling
-from submission.errors import MetricError
+from submission.errors import MetricError, SubmissionError
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_ACCS = [(0.80, 0.83), (0.85, 0.81), (0.90, 0.86)]  # seed 0 vs seed 1: one of 3 pairs discordant
@@ -84,6 +84,9 @@ def test_seed_accs_keeps_the_most_common_seed_count():
     # a tie between counts keeps the larger one
     assert ceiling.seed_accs(gt_of({"a": [1, 2], "b": [1, 2, 3, 4]})) == {"b": [1, 2, 3, 4]}
     assert ceiling.seed_accs(gt_of({"a": [1]})) == {}
+    for bad in ([0.5, "0.6"], [0.5, float("nan")], "0.5", [0.5, True]):
+        with pytest.raises(SubmissionError, match="'accs' must be a list of finite numbers.*: b$"):
+            ceiling.seed_accs({"a": {"accs": [0.1, 0.2]}, "b": {"accs": bad}})
 
 
 def test_projection_by_hand():
@@ -177,6 +180,9 @@ def test_cli_errors_are_clear(tmp_path):
     path.write_text("{")
     proc = run_cli("--gt", path)
     assert proc.returncode == 1 and "malformed JSON" in proc.stderr
+    path.write_text(json.dumps({"a": {"acc": 0.5, "arch": "x", "accs": [0.5, None]}}))
+    proc = run_cli("--gt", path)
+    assert proc.returncode == 1 and "'accs' must be a list of finite numbers" in proc.stderr and ": a" in proc.stderr
     proc = run_cli("--gt", tmp_path / "missing.json")
     assert proc.returncode == 1 and "missing.json" in proc.stderr
     proc = run_cli("--gt", path, "--target", "1.5")
