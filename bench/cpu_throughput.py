@@ -1,9 +1,10 @@
 """CPU training and evaluation throughput: Paddle (plain and with the kit's CPU switches) vs PyTorch.
 
-The same ResNet48-shaped network (the config's model section, default configs/demo.yaml:
-widths [8,16,32,64], depths [5,5,8,5], 3x3/1 stem, 28 px) is trained with SGD + momentum and
-evaluated under no_grad, in several variants, each in its own worker process (MKL reads its
-dispatch variable once per process, and torch and Paddle bring different OpenMP runtimes).
+The same ResNet48-shaped network (the config's model section, default configs/demo.yaml: widths
+[8,16,32,64], depths [5,5,8,5], 28 px; bench/README.md's figures add model.stem=small) is trained
+with SGD + momentum and evaluated under no_grad, in several variants, each in its own worker
+process (MKL reads its dispatch variable once per process, and torch and Paddle bring different
+OpenMP runtimes).
 The parent interleaves single timed steps of all variants, rotating who goes first, so load
 drift on a shared machine hits every variant alike; each figure is the median of --repeats.
 

@@ -308,7 +308,7 @@ def test_config_base_inheritance_reaches_the_baselines(tmp_path):
     child = tmp_path / "child.yaml"
     child.write_text(f"base: {ROOT / 'configs' / 'demo.yaml'}\nmodel: {{width_mult: 0.25}}\n")
     spec = net_spec_from_config(child)
-    assert spec.width_mult == 0.25 and spec.stem == "small" and spec.in_channels == 1 and spec.num_classes == 10
+    assert spec.width_mult == 0.25 and spec.stem == "imagenet" and spec.in_channels == 1 and spec.num_classes == 10
 
 
 def test_macs_baseline_is_counted_at_the_configs_resolution(tmp_path):
@@ -332,7 +332,7 @@ def test_macs_baseline_is_counted_at_the_configs_resolution(tmp_path):
     assert report["predictors"]["macs"]["kendall_tau_b"] < 1.0
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"base: {ROOT / 'configs' / 'demo.yaml'}\ndata: {{resolution: 12}}\n")
-    assert resolution_from_config(cfg) == 12 and resolution_from_config(ROOT / "configs" / "demo.yaml") == 16
+    assert resolution_from_config(cfg) == 12 and resolution_from_config(ROOT / "configs" / "demo.yaml") == 56
     assert resolution_from_config(None) is None
     cfg.write_text("model: {}\ndata: {resolution: big}\n")
     with pytest.raises(SubmissionError, match="data.resolution must be a positive integer, got 'big'"):
