@@ -25,6 +25,9 @@ and thread count: OMP_NUM_THREADS defaults to the cores / processes on this mach
 (train.seed .. train.seed + repeat - 1), in `<output>/<id>_seed<S>/`, and writes the GT file
 (challenge format plus details) after each finished arch. Finished runs (result.json present)
 and archs already in the GT file are skipped, an interrupted run resumes from its last epoch.
+More seeds for an entry of the GT file (a larger --repeat) train only the seeds it lacks: the
+seeds it holds come from their run directories or, where those are gone (a clean checkout),
+from the file itself. An entry trained with another recipe is refused, whatever its seeds.
 `--sample N` picks N codes spread over the MACs range: codes sorted by MACs (ties in a seeded
 random order), then those at N evenly spaced ranks from the cheapest to the most expensive.
 Under paddle.distributed.launch, `gt` trains the archs one after another, each one
@@ -456,6 +459,22 @@ def gt_recipe(cfg):
     return {k: v for k, v in recipe(cfg).items() if k not in ("train.arch", "train.seed")}
 
 
+def seeds_in_file(entry, where):
+    """Per-seed results an existing GT entry (of this recipe) already holds: run directories are
+    not committed, so a clean checkout extends a GT file (more seeds) from the file itself
+    instead of retraining the seeds it has."""
+    if entry is None:
+        return {}
+    seeds = entry.get("seeds") or []
+    fields = {k: entry.get(k) for k in ("accs", "top5", "loss")}
+    if any(not isinstance(v, list) or len(v) != len(seeds) for v in fields.values()):
+        raise TrainingError(f"{where}: seeds {seeds} but accs/top5/loss of other lengths; "
+                            "repair or delete the entry")
+    return {seed: {"top1": fields["accs"][i], "top5": fields["top5"][i], "loss": fields["loss"][i],
+                   "params": entry["params"], "macs": entry["macs"], "epochs": entry["epochs"]}
+            for i, seed in enumerate(seeds)}
+
+
 def build_ground_truth(cfg):
     from supernet.runtime import barrier, is_main, setup_device
 
@@ -487,13 +506,15 @@ def build_ground_truth(cfg):
             old = ground.get(entry.id)
             if old is not None and old.get("arch") != code:
                 raise TrainingError(f"{gt_path}: {entry.id} is {old.get('arch')} there but {code} in {gt_cfg['archs']}")
-            if old is not None and old.get("seeds") == seeds:
+            if old is not None:
                 changes = recipe_changes(old.get("recipe", {}), this_recipe)
                 if changes:
                     raise TrainingError(f"{gt_path}: {entry.id} was trained with other settings "
                                         f"({'; '.join(changes[:5])}): give another --out, or delete the file to retrain")
-                log.info("%s: finished, skipped", entry.id)
-                continue
+                if old.get("seeds") == seeds:
+                    log.info("%s: finished, skipped", entry.id)
+                    continue
+            in_file = seeds_in_file(old, f"{gt_path}: {entry.id}")
             results = []
             for seed in seeds:
                 run_cfg = copy.deepcopy(cfg)
@@ -501,10 +522,13 @@ def build_ground_truth(cfg):
                 for key, value in (("train.arch", code), ("train.seed", seed), ("train.output", run_dir)):
                     set_key(run_cfg, key, value)
                 result = _read_result(os.path.join(run_dir, "result.json"), code, seed, run_cfg)
-                if result is None:
-                    result = train_standalone(run_cfg, arch_id=entry.id)
-                else:
+                if result is not None:
                     log.info("%s seed %d: finished earlier (%s)", entry.id, seed, run_dir)
+                elif seed in in_file:
+                    result = in_file[seed]
+                    log.info("%s seed %d: taken from %s (no run in %s)", entry.id, seed, gt_path, run_dir)
+                else:
+                    result = train_standalone(run_cfg, arch_id=entry.id)
                 results.append(result)
             accs = [r["top1"] for r in results]
             ground[entry.id] = {

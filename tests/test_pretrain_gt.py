@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -108,3 +109,32 @@ def test_gt_argument_errors(setup, capsys):
     no_list.remove(args[args.index("--archs") + 1])
     assert pretrain.main(no_list) == 1
     assert "gt needs --archs ARCHS.json" in capsys.readouterr().err
+
+
+def test_gt_extends_a_file_without_its_run_directories(setup, capsys):
+    # A clean checkout has the committed GT file but not the runs: more seeds train only the new ones.
+    _, out, args = setup
+    gt_path = str(out / "GT.json")
+    assert pretrain.main(args + ["--ids", "arch2", "--out", gt_path]) == 0
+    first = json.loads((out / "GT.json").read_text())["arch2"]
+    shutil.rmtree(out / "arch2_seed0")
+    assert pretrain.main(args + ["--ids", "arch2", "--repeat", "2", "--out", gt_path]) == 0
+    second = json.loads((out / "GT.json").read_text())["arch2"]
+    assert second["seeds"] == [0, 1] and not (out / "arch2_seed0").exists() and (out / "arch2_seed1").is_dir()
+    assert (second["accs"][0], second["top5"][0], second["loss"][0]) == (first["accs"][0], first["top5"][0],
+                                                                        first["loss"][0])
+    assert second["acc"] == pytest.approx(sum(second["accs"]) / 2)
+    assert f"arch2 seed 0: taken from {gt_path}" in (out / "gt.log").read_text()
+
+    # more seeds with another recipe would mix two recipes in one entry: refused, nothing trained
+    assert pretrain.main(args + ["--ids", "arch2", "--repeat", "3", "--max_epoch", "1", "--out", gt_path]) == 1
+    assert "arch2 was trained with other settings (train.max_epoch: 2 -> 1)" in capsys.readouterr().err
+    assert json.loads((out / "GT.json").read_text())["arch2"] == second and not (out / "arch2_seed2").exists()
+
+    # an entry whose per-seed lists disagree with its seeds is an error naming it
+    broken = json.loads((out / "GT.json").read_text())
+    broken["arch2"]["accs"] = broken["arch2"]["accs"][:1]
+    (out / "GT.json").write_text(json.dumps(broken))
+    assert pretrain.main(args + ["--ids", "arch2", "--repeat", "3", "--out", gt_path]) == 1
+    assert "arch2: seeds [0, 1] but accs/top5/loss of other lengths" in capsys.readouterr().err
+    assert not (out / "arch2_seed2").exists()
