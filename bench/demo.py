@@ -7,7 +7,7 @@
 Every stage is a subprocess running the command a user would type, so the demo proves the
 documented commands, not a private code path:
 
-  setup       (--setup) apt-get install dataset-fashion-mnist when it is missing; pip install -r requirements.txt
+  setup       (--setup) the Debian packages of requirements-apt.txt (bash install.sh --apt-only); pip install -r requirements.txt
   train-NAME  bash train_supernet.sh CONFIG supernet.output_dir=OUT/supernet-NAME [strategy keys] [key=value ...]
   eval-NAME   python -m evaluate run --config CONFIG --checkpoint .../supernet.pdparams --archs ARCHS --out ...
   make-NAME   python -m submission make --results .../results.json --archs ARCHS --out OUT/submission-NAME.json
@@ -53,7 +53,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 GT_IDS = ("arch305,arch62,arch377,arch464,arch236,arch283,arch255,arch190,arch259,arch194,arch446,arch150,"
           "arch491,arch430,arch314,arch124,arch450,arch490,arch263,arch42,arch67,arch337,arch478,arch472,"
           "arch43,arch495,arch247,arch161,arch191,arch370,arch13,arch345,arch257,arch310,arch146,arch477,"
@@ -119,14 +118,9 @@ def run_stage(stage, log_dir):
 
 
 def setup_stages(py):
-    stages = []
-    if not os.path.isdir(FASHION_MNIST_DIR):
-        sudo = "" if os.geteuid() == 0 else "sudo "
-        stages.append(Stage("setup-data", ["bash", "-c", f"{sudo}apt-get update -q && "
-                                                          f"{sudo}apt-get install -y -q dataset-fashion-mnist"],
-                            outputs=[FASHION_MNIST_DIR]))
-    stages.append(Stage("setup-pip", [py, "-m", "pip", "install", "-q", "-r", "requirements.txt"], always=True))
-    return stages
+    """The Debian packages of requirements-apt.txt (install.sh: apt-get only for missing ones), then pip."""
+    return [Stage("setup-apt", ["bash", "install.sh", "--apt-only"], always=True),
+            Stage("setup-pip", [py, "-m", "pip", "install", "-q", "-r", "requirements.txt"], always=True)]
 
 
 def variant_stages(name, strategy_keys, args, py, score_config, archs):

@@ -3,7 +3,7 @@
 Synthetic accuracies (MACs plus seeded noise) stand in for a supernet's predictions and for
 standalone ground truth. Target: score of all 45,000 under 5 s.
 
-    python bench/score_45k.py [--list ../shared/data/CVPR_2022_NAS_Track1_test.json] [--gt-size 45000]
+    python bench/score_45k.py [--list data/CVPR_2022_NAS_Track1_test.json] [--gt-size 45000]
                               [--compare-exact 8000]
 
 --compare-exact N also times the ordinary (all-n) bootstrap of tau-b on N entries against the
@@ -40,7 +40,7 @@ def _timed(label, fn, *args, **kwargs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--list", default=str(ROOT.parent / "shared" / "data" / "CVPR_2022_NAS_Track1_test.json"))
+    parser.add_argument("--list", default=str(ROOT / "data" / "CVPR_2022_NAS_Track1_test.json"))
     parser.add_argument("--gt-size", type=int, default=45000, help="ground-truth entries (random subset)")
     parser.add_argument("--compare-exact", type=int, default=0, metavar="N")
     args = parser.parse_args()

@@ -1,18 +1,17 @@
-"""Shared test fixtures: the repository root and the public challenge list (read in place, never copied)."""
+"""Shared test fixtures: the repository root and the public challenge list the kit ships in data/."""
 
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CHALLENGE_LIST = ROOT.parent / "shared" / "data" / "CVPR_2022_NAS_Track1_test.json"
+CHALLENGE_LIST = ROOT / "data" / "CVPR_2022_NAS_Track1_test.json"
 
 
 @pytest.fixture(scope="session")
 def challenge_list_path():
-    """Path of the challenge's 45,000-code list; skips the test when the data is not checked out beside the repo."""
-    if not CHALLENGE_LIST.is_file():
-        pytest.skip(f"challenge list not found at {CHALLENGE_LIST} (expected ../shared/data/ beside the repo root)")
+    """Path of the challenge's 45,000-code list (shipped with the kit: a missing file fails, never skips)."""
+    assert CHALLENGE_LIST.is_file(), f"{CHALLENGE_LIST} is missing: the kit ships it (git checkout -- data/)"
     return CHALLENGE_LIST
 
 

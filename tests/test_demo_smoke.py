@@ -2,17 +2,16 @@
 evaluate run, submission make/validate/score) on a generated Fashion-MNIST-format dataset, a
 tiny config, 5 subnets and a 3-entry ground truth, then resumes without redoing any work."""
 
-import gzip
 import importlib.util
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from fakedata import write_fashion_like
 from scipy import stats
 
 from encoding import costs, read_arch_list, write_arch_list
@@ -56,27 +55,6 @@ def load_demo():
     return module
 
 
-def write_idx(path, array):
-    """An IDX file (gzipped) as the Debian Fashion-MNIST package ships it."""
-    type_byte = {np.dtype(np.uint8): 0x08}[array.dtype]
-    header = bytes([0, 0, type_byte, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.tobytes())
-
-
-def make_dataset(directory, n_train=320, n_val=200, seed=0):
-    """Learnable 28x28 images: class c is a bright band at rows 2c..2c+5 over noise."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(directory, exist_ok=True)
-    for split, n in (("train", n_train), ("t10k", n_val)):
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            images[i, 2 * c + 2:2 * c + 8, 3:25] = 220
-        write_idx(os.path.join(directory, f"{split}-images-idx3-ubyte.gz"), images)
-        write_idx(os.path.join(directory, f"{split}-labels-idx1-ubyte.gz"), labels)
-
-
 def test_baselines_count_costs_with_the_overridden_model(tmp_path):
     demo = load_demo()
     child = tmp_path / "child.yaml"
@@ -115,7 +93,7 @@ def step_codes(run_dir):
 
 @pytest.mark.slow
 def test_demo_end_to_end_then_resume(tmp_path):
-    make_dataset(tmp_path / "fm")
+    write_fashion_like(tmp_path / "fm", n_train=320, n_val=200, learnable=True, seed=0)
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY.format(base=os.path.join(ROOT, "configs", "demo.yaml"), data=tmp_path / "fm"))
     entries = read_arch_list(ARCHS)[:5]

@@ -5,6 +5,7 @@ import os
 
 import paddle
 import pytest
+from fakedata import write_fashion_like
 
 from encoding import DOCUMENTED, ArchEntry, KitError, write_arch_list
 from evaluate.__main__ import main
@@ -13,7 +14,6 @@ from supernet import ResNet48Supernet
 from supernet.config import ConfigError, load_yaml, net_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FASHION = "/usr/share/datasets/fashion-mnist"
 
 
 def results(values, key="top1"):
@@ -92,11 +92,10 @@ def test_bad_cheap_settings(settings, error, message):
         setting_configs(with_settings(settings))
 
 
-@pytest.mark.skipif(not os.path.isdir(FASHION), reason=f"Fashion-MNIST not installed at {FASHION}")
 def test_fidelity_command_end_to_end(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(f"""base: {os.path.join(ROOT, 'configs', 'demo.yaml')}
-data: {{resolution: 16}}
+data: {{resolution: 16, holdout: null, fashion_mnist_dir: {write_fashion_like(tmp_path / 'fm', n_train=200, n_val=60)}}}
 evaluate:
   subset: 40
   batch_size: 20
