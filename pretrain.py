@@ -577,12 +577,13 @@ def main(argv=None):
 
 
 def _run_command(args):
-    from supernet.runtime import init_distributed, is_main, setup_device
+    from supernet.runtime import init_distributed, is_main, print_start_line, setup_device
 
     cfg = load_config(args)
-    setup_device(cfg)  # before joining the group: NCCL binds to this card
-    init_distributed()
+    device = setup_device(cfg)  # before joining the group: NCCL binds to this card
+    _, world = init_distributed()
     _setup_logging()
+    print_start_line(f"pretrain.py {args.command}", device, world, get(cfg, "train.amp", None))
     if args.command == "run":
         result = train_standalone(cfg)
         if is_main():

@@ -123,6 +123,33 @@ def setup_stages(py):
             Stage("setup-pip", [py, "-m", "pip", "install", "-q", "-r", "requirements.txt"], always=True)]
 
 
+START_LINE = """import sys
+from supernet import cpu_speed
+cpu_speed.default_threads()
+from supernet import runtime
+from supernet.config import get, resolve
+cfg = resolve(sys.argv[1], overrides=sys.argv[2:])
+device = runtime.select_device(cfg.get("device", "auto"))
+print(runtime.start_line("bench/demo.py", device, 1, {"supernet": get(cfg, "supernet.amp", None),
+                                                      "evaluate": get(cfg, "evaluate.amp", None)}))
+"""
+
+
+def print_start_line(py, args):
+    """The kit's start line (device, versions, AMP, threads) for the demo's config, from a child
+    process: importing Paddle here would pin OMP_NUM_THREADS for every stage after it."""
+    env = dict(os.environ, PYTHONPATH=ROOT + (os.pathsep + os.environ["PYTHONPATH"]
+                                              if os.environ.get("PYTHONPATH") else ""))
+    proc = subprocess.run([py, "-c", START_LINE, args.config, *args.overrides], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    lines = (proc.stdout if proc.returncode == 0 else proc.stderr).strip().splitlines()
+    print(lines[-1] if proc.returncode == 0 else f"bench/demo.py: no start line ({lines[-1] if lines else '?'})",
+          flush=True)
+    loud = [line for line in proc.stderr.splitlines() if line.startswith("!!")]  # a CPU build on a GPU machine
+    if loud:
+        print("\n".join(loud), file=sys.stderr, flush=True)
+
+
 def variant_stages(name, strategy_keys, args, py, score_config, archs):
     out = args.out
     sn_dir = os.path.join(out, f"supernet-{name}")
@@ -289,6 +316,7 @@ def main(argv=None):
         for path, what in ((args.config, "--config"), (args.archs, "--archs")):
             if not os.path.isfile(path):
                 raise DemoError(f"{what} {path}: no such file")
+        print_start_line(py, args)
         args.gt_present = os.path.isfile(args.gt)
         score_config = score_config_path(args)
         # The baseline exists for its row of the table: without a ground truth it is not run, and

@@ -164,7 +164,7 @@ def cmd_run(args):
 
     from evaluate.inputs import check_settings, weights_source
     from evaluate.results_store import ResultsStore, rank_share
-    from supernet.runtime import barrier, init_distributed, setup_device
+    from supernet.runtime import barrier, init_distributed, print_start_line, setup_device
 
     check_settings(cfg)
     _, weights_path = weights_source(cfg)
@@ -182,6 +182,7 @@ def cmd_run(args):
          f"{len(pending)} of its {len(share)} to evaluate", rank)
     if pending:
         device = setup_device(cfg)
+        print_start_line("evaluate run", device, world, get(cfg, "evaluate.amp"))
         evaluate_pending(cfg, store, pending, len(share), rank, world, device)
     barrier()
     if rank == 0:
@@ -223,9 +224,10 @@ def cmd_fidelity(args):
 
     for _, setting in setting_configs(cfg):
         check_settings(setting)
-    from supernet.runtime import setup_device
+    from supernet.runtime import print_start_line, setup_device
 
     device = setup_device(cfg)
+    print_start_line("evaluate fidelity", device, amp=get(cfg, "evaluate.amp"))
     report = run_fidelity(cfg, entries, device, log=print)
     print(format_table(report))
     path = get(cfg, "evaluate.fidelity.report", None)

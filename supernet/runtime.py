@@ -5,7 +5,11 @@ hard-coded), `paddle.distributed.launch` works unchanged, and a resumed run can 
 random generator back exactly where the interrupted one left it.
 """
 
+import os
 import random
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import paddle
@@ -34,12 +38,94 @@ def select_device(name="auto"):
         raise DeviceError(f"unknown device {name!r}: expected one of {', '.join(DEVICES)}")
     if name == "auto":
         name = "gpu" if gpu_available() else "cpu"
+        if name == "cpu" and not paddle.is_compiled_with_cuda():
+            warn_cpu_build_beside_gpus(nvidia_smi_gpus())
     if name == "gpu" and not gpu_available():
         why = ("this PaddlePaddle build has no CUDA support (install paddlepaddle-gpu)"
                if not paddle.is_compiled_with_cuda() else "no CUDA device is visible")
         raise DeviceError(f"device 'gpu' was requested but {why}; use device=cpu or device=auto")
     paddle.set_device(name)
     return paddle.device.get_device()
+
+
+def nvidia_smi_gpus(timeout=10):
+    """The lines `nvidia-smi -L` prints for each GPU ('GPU 0: NVIDIA H100 ... (UUID: ...)'); [] when
+    there is no nvidia-smi or it fails (no driver, no GPU)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        proc = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if proc.returncode != 0:
+        return []
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("GPU ")]
+
+
+def warn_cpu_build_beside_gpus(gpus, file=None):
+    """`device: auto` fell back to the CPU although the machine has GPUs: say so loudly (stderr)."""
+    if not gpus:
+        return
+    bar = "!" * 100
+    listed = "\n".join(f"!!   {g}" for g in gpus)
+    print(f"{bar}\n!! WARNING: this machine has {len(gpus)} GPU(s), but the installed PaddlePaddle is the CPU "
+          f"build,\n!! so device 'auto' runs on the CPU (far slower):\n{listed}\n"
+          f"!! Install the CUDA build: pip install -r requirements-gpu.txt (README, GPU); or set device=cpu "
+          f"to silence this.\n{bar}", file=file or sys.stderr, flush=True)
+
+
+def _build_version(fn):
+    """A version string Paddle reports for its CUDA/cuDNN build, or None on a CPU build."""
+    try:
+        value = str(fn())
+    except Exception:  # noqa: BLE001 - a missing or failing probe means "not there"
+        return None
+    return None if value in ("", "False", "None", "0") else value
+
+
+def amp_label(amp, device):
+    """What AMP a run uses on `device` for the config's setting `amp` (AMP is GPU only in this kit);
+    `amp` may be a dict {part: setting} for a program that runs several parts (the demo)."""
+    if isinstance(amp, dict):
+        return ", ".join(f"{part} {amp_label(v, device)}" for part, v in amp.items())
+    name = "none" if amp in (None, False) else str(amp).lower()
+    if name == "none":
+        return "none (fp32)"
+    return name if str(device).startswith("gpu") else f"none (fp32; {name} asked for, GPU only)"
+
+
+def runtime_facts(device, world=None, amp=None):
+    """Device, ranks, versions, AMP and threads of this process (for the start line and reports)."""
+    facts = {"device": str(device), "ranks": int(world if world is not None else world_size()),
+             "paddle": paddle.__version__, "paddle_commit": str(getattr(paddle.version, "commit", ""))[:10],
+             "cuda_build": paddle.is_compiled_with_cuda(), "cuda": _build_version(paddle.version.cuda),
+             "cudnn": _build_version(paddle.version.cudnn), "gpu_name": None, "amp": amp_label(amp, device),
+             "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+             "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    if str(device).startswith("gpu"):
+        try:
+            index = int(str(device).partition(":")[2] or 0)
+            facts["gpu_name"] = paddle.device.cuda.get_device_name(index)
+        except Exception:  # noqa: BLE001 - the name is decoration; never fail a run over it
+            pass
+    return facts
+
+
+def start_line(program, device, world=None, amp=None):
+    """One line: program, device and ranks, Paddle/CUDA/cuDNN versions, AMP mode, CPU threads."""
+    f = runtime_facts(device, world, amp)
+    where = f["device"] + (f" ({f['gpu_name']})" if f["gpu_name"] else "")
+    ranks = f"{f['ranks']} rank" + ("s" if f["ranks"] != 1 else "")
+    build = (f"CUDA {f['cuda'] or '?'}, cuDNN {f['cudnn'] or '?'}" if f["cuda_build"] else "CPU build")
+    return (f"{program}: device {where}, {ranks} | Paddle {f['paddle']} ({build}) | AMP {f['amp']} | "
+            f"CPU threads {f['omp_threads'] or '?'} of {f['cores']} cores")
+
+
+def print_start_line(program, device, world=None, amp=None, file=None):
+    """Print `start_line` once (rank 0) on stderr, so stdout stays what scripts parse."""
+    if is_main():
+        print(start_line(program, device, world, amp), file=file or sys.stderr, flush=True)
 
 
 def setup_device(cfg):

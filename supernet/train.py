@@ -270,6 +270,7 @@ class Trainer:
         self.device = runtime.setup_device(cfg)
         self.rank, self.world = runtime.init_distributed()
         self.main = self.rank == 0
+        runtime.print_start_line("supernet.train", self.device, self.world, sn.get("amp"))
         self.seed = int(sn.get("seed", 0))
         self.epochs = _int_or_none(sn.get("epochs"), "supernet.epochs")
         if self.epochs is None:

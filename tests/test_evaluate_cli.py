@@ -98,6 +98,7 @@ def test_killed_run_resumes_to_the_same_results_with_a_torn_line_dropped(setup, 
     assert resumed.returncode == 0, resumed.stderr
     assert "dropped a torn last record (26 bytes)" in resumed.stderr
     assert "6 codes, 2 already done" in resumed.stdout
+    assert "evaluate run: device cpu, 1 rank | Paddle " in resumed.stderr
     assert shard_ids(shard) == [f"net{i}" for i in range(N_CODES)]
     assert without_seconds((out / "results.json").read_text()) == without_seconds(reference)
     # a third run finds everything done: nothing appended, the same file merged again

@@ -50,6 +50,7 @@ def test_official_command_trains_on_the_image_dir_and_writes_a_result(images, tm
     log = (tmp_path / "out" / "train.log").read_text()
     assert f"unreadable image {os.path.join(images, BAD)}" in log
     assert json.loads(proc.stdout.strip().splitlines()[-1])["top1"] == result["top1"]
+    assert f"pretrain.py run: device cpu, 1 rank | Paddle {paddle.__version__} (" in proc.stderr
     assert sorted(os.listdir(tmp_path / "out" / "checkpoints")) == ["epoch_0001.pdckpt"]
     # the time/energy ledger: one epoch of 3 steps x 8 images, then the 6 validation images
     records = [json.loads(line) for line in (tmp_path / "out" / "ledger-standalone.jsonl").read_text().splitlines()]

@@ -176,6 +176,7 @@ def test_existing_run_is_refused_when_resume_is_off(image_dir, tmp_path):
     ok = run_train(tiny_overrides(image_dir, out, "supernet.epochs=1", "supernet.max_steps=1"))
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "stopped at global step 1 (max_steps)" in ok.stdout
+    assert "supernet.train: device cpu, 1 rank | Paddle " in ok.stderr
     again = run_train(tiny_overrides(image_dir, out, "supernet.epochs=1", "supernet.resume=false"))
     assert again.returncode == 2
     assert "already holds checkpoints (step_000000001.pdckpt) and supernet.resume is false" in again.stderr
