@@ -8,11 +8,14 @@ Config: `--config PATH`; without it, configs/imagenet.yaml when --image_dir is g
 official command trains on ImageNet at DIR), else configs/demo.yaml (Fashion-MNIST). Every
 flag sets a config key; trailing `key=value` arguments set any other key.
 
-Recipe (official): SGD, momentum 0.9, weight decay 1e-4, peak lr = 0.1 x batch_size / 256,
-linear warmup over `--warmup` epochs then one cosine to 0 at `--max_epoch`, stepped per
-iteration. `--batch_size` is the GLOBAL batch: under the launcher each of N ranks loads
-batch_size / N images (1024 on 4 GPUs = 256 per GPU, lr 0.4) and gradients are averaged by
-paddle.DataParallel.
+Recipe (official): SGD, momentum 0.9, weight decay 1e-4. `--batch_size` is PER RANK, as in the
+official script (paddle.Model.fit batches per process): N ranks train on a global batch of
+N x batch_size (1024 on 4 GPUs = 4096 images per step) at peak lr = 0.1 x global batch / 256
+(1.6), and gradients are averaged by paddle.DataParallel; `train.global_batch_size` gives the
+global batch instead (split evenly over the ranks). Warmup: int(training images / global batch)
+x `--warmup` iterations, then `train.lr_schedule`: `official` (imagenet.yaml: the official
+LinearWarmup(CosineAnnealingDecay(lr, max_epoch)) stepped per iteration) or `cosine` (demo.yaml:
+one cosine to 0 at `--max_epoch`); see supernet/optim.py.
 
 Run directory (`--output`): checkpoints/epoch_NNNN.pdckpt after every epoch (atomic; model,
 optimizer, scheduler, epoch, RNG and sampler state), model.pdparams (final weights),
@@ -63,7 +66,7 @@ RESUME_FREE = ("data.num_workers", "data.image_dir", "data.fashion_mnist_dir", "
 
 COMMON_FLAGS = [
     Flag("--image_dir", "data.image_dir", str, "ImageNet-style root (class folders or list files)"),
-    Flag("--batch_size", "train.batch_size", int, "GLOBAL batch size over all ranks"),
+    Flag("--batch_size", "train.batch_size", int, "batch size PER RANK (as the official script)"),
     Flag("--max_epoch", "train.max_epoch", int, "epochs"),
     Flag("--warmup", "train.warmup", float, "epochs of linear LR warmup"),
     Flag("--lr", "train.lr", float, "peak learning rate (default 0.1 x batch_size / 256)"),
@@ -107,7 +110,7 @@ def recipe(cfg):
 
 
 # Keys added after ground-truth files were written, with the value those files were trained with.
-LATER_KEYS = {"train.zero_init_residual": False}
+LATER_KEYS = {"train.zero_init_residual": False, "train.global_batch_size": None, "train.lr_schedule": "cosine"}
 
 
 def recipe_changes(old, new):
@@ -261,6 +264,20 @@ def _clean_run_dir(out_dir, ckpt_dir, fresh):
             log.info("resume=never: removed %d old checkpoints from %s", len(old), ckpt_dir)
 
 
+def batch_sizes(train, world):
+    """(per-rank batch, global batch): `train.batch_size` per rank as in the official script, or
+    `train.global_batch_size` split evenly over the ranks when that is set instead."""
+    per_rank, total = train.get("batch_size"), train.get("global_batch_size")
+    if total is not None:
+        if isinstance(total, bool) or not isinstance(total, int) or total <= 0 or total % world:
+            raise TrainingError(f"train.global_batch_size must be a positive multiple of the {world} ranks, "
+                                f"got {total!r}")
+        return total // world, total
+    if isinstance(per_rank, bool) or not isinstance(per_rank, int) or per_rank <= 0:
+        raise TrainingError(f"--batch_size (images per rank) must be a positive integer, got {per_rank!r}")
+    return per_rank, per_rank * world
+
+
 def train_standalone(cfg, arch_id=None):
     """Train `train.arch` from scratch (or resume it) in `train.output`; return the result dict
     that is also written to `<output>/result.json`."""
@@ -297,10 +314,7 @@ def train_standalone(cfg, arch_id=None):
     arch = DOCUMENTED.validate(str(code))
     code = arch.code()
     spec = net_spec(cfg)
-    global_batch = int(train["batch_size"])
-    if global_batch <= 0 or global_batch % world:
-        raise TrainingError(f"--batch_size {global_batch} must be a positive multiple of the {world} ranks "
-                            f"(it is the global batch; each rank loads batch_size / {world})")
+    per_rank, global_batch = batch_sizes(train, world)
     seed = int(train.get("seed", 0))
     max_epoch = int(train["max_epoch"])
     out_dir = train["output"]
@@ -311,7 +325,7 @@ def train_standalone(cfg, arch_id=None):
         train_set = build_dataset(cfg, "train", augment=True)
         val_set = build_dataset(cfg, "val", augment=False)
         workers = int(get(cfg, "data.num_workers", 0) or 0)
-        train_loader = build_loader(train_set, global_batch // world, shuffle=True, drop_last=True,
+        train_loader = build_loader(train_set, per_rank, shuffle=True, drop_last=True,
                                     num_workers=workers, seed=seed)
         val_loader = build_loader(val_set, int(train.get("eval_batch_size") or 256), shuffle=False,
                                   drop_last=False, num_workers=workers, seed=seed, exact_shards=True)
@@ -324,7 +338,13 @@ def train_standalone(cfg, arch_id=None):
             model.zero_init_residual()
         if train.get("sync_bn") and world > 1:
             model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        optimizer, scheduler = build_optimizer(model, train, global_batch, steps)
+        optimizer, scheduler = build_optimizer(model, train, global_batch, steps, len(train_set))
+        batching = {"ranks": world, "per_rank_batch": per_rank, "global_batch": global_batch,
+                    "peak_lr": scheduler.peak_lr, "warmup_iterations": scheduler.warmup_steps,
+                    "lr_schedule": scheduler.schedule}
+        log.info("%d rank(s) x %d images per rank = global batch %d, peak lr %.6g, %d warmup iterations, "
+                 "lr schedule %s, %d steps per epoch", world, per_rank, global_batch, scheduler.peak_lr,
+                 scheduler.warmup_steps, scheduler.schedule, steps)
 
         source = _resume_source(train.get("resume"), ckpt_dir)
         barrier()  # every rank has decided before rank 0 touches the directory
@@ -344,8 +364,7 @@ def train_standalone(cfg, arch_id=None):
             start_epoch, history, prior_wall = state["epoch"], list(extras.get("history", [])), extras.get("wall_s", 0)
             log.info("resumed %s from %s (epoch %d of %d)", code, source, start_epoch, max_epoch)
         else:
-            log.info("training %s from scratch: %d epochs x %d steps, global batch %d on %d rank(s), "
-                     "peak lr %.4g, device %s", code, max_epoch, steps, global_batch, world, scheduler.peak_lr, device)
+            log.info("training %s from scratch: %d epochs, device %s", code, max_epoch, device)
         net = paddle.DataParallel(model) if world > 1 else model
 
         eval_every = int(train.get("eval_every") or 0)
@@ -356,7 +375,7 @@ def train_standalone(cfg, arch_id=None):
             train_loader.set_epoch(epoch)
             with ledger.phase(f"epoch_{epoch + 1}", epoch=epoch + 1) as phase:
                 record = _train_epoch(net, train_loader, optimizer, scheduler, epoch, max_epoch, global_batch)
-                phase.images = len(train_loader) * (global_batch // world)  # this rank's share
+                phase.images = len(train_loader) * per_rank  # this rank's share
             if eval_every and (epoch + 1) % eval_every == 0 and epoch + 1 < max_epoch:
                 record["val"] = evaluate_classifier(model, val_loader)
             history.append(record)
@@ -390,7 +409,7 @@ def train_standalone(cfg, arch_id=None):
             "images_per_s": steps * global_batch * len(history) / train_seconds if train_seconds else None,
             "train_time_s": train_seconds,
             "wall_time_s": prior_wall + time.perf_counter() - wall_start,
-            "device": device, "world_size": world,
+            "device": device, "world_size": world, **batching,
             "params": int(params[0]), "macs": int(macs[0]),
             "bad_images": sum(r["bad_images"] for r in history) + metrics["bad_images"],
             "history": history, "recipe": recipe(cfg), "config": cfg,

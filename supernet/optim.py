@@ -1,9 +1,15 @@
-"""The official training recipe's optimizer: SGD + momentum, linear warmup, cosine to zero.
+"""The official training recipe's optimizer: SGD + momentum, linear warmup, then a cosine.
 
-The schedule is stepped once per iteration and is one cosine over the whole run. The official
-`pretrain.py` wraps a per-epoch cosine schedule but steps it every iteration, so its cosine
-restarts every T_max iterations (a few hundred on ImageNet); we deliberately do not copy that:
-`lr_at` decays once, from the end of warmup to zero at `max_epoch`.
+Two learning-rate schedules, both stepped once per iteration (`train.lr_schedule`):
+
+- `cosine` (the kit's): linear warmup, then ONE cosine from the peak to 0 at `max_epoch`.
+- `official`: what the challenge's `pretrain.py` gets from
+  `LinearWarmup(CosineAnnealingDecay(lr, max_epoch), warmup_steps, 0., lr)` stepped after every
+  batch by `paddle.Model.fit`: after warmup the cosine's period is 2 x max_epoch ITERATIONS (its
+  T_max counts epochs but is stepped per batch), so the rate swings between the peak and 0 every
+  max_epoch iterations for the whole run.
+
+Warmup iterations follow the official formula, int(train images / global batch) x warmup epochs.
 """
 
 import math
@@ -36,20 +42,52 @@ def lr_at(step, total_steps, warmup_steps, peak_lr):
     return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def official_lr_at(step, warmup_steps, peak_lr, max_epoch):
+    """Learning rate of iteration `step` (0-based) under the official schedule.
+
+    Warmup: peak_lr * step / W (0 at the first iteration), as LinearWarmup(start_lr=0). Then the
+    closed form of CosineAnnealingDecay(peak_lr, T_max=max_epoch) at step - W, which LinearWarmup
+    asks for: peak_lr * (1 + cos(pi * (step - W) / max_epoch)) / 2, periodic in the iteration.
+    W = 0 (which the official script cannot run: LinearWarmup requires W > 0) is the cosine alone.
+    """
+    if max_epoch <= 0:
+        raise OptimConfigError(f"max_epoch must be positive, got {max_epoch}")
+    warmup_steps = max(int(warmup_steps), 0)
+    if step < warmup_steps:
+        return (peak_lr - 0.0) * float(step) / float(warmup_steps) + 0.0
+    return 0.0 + (peak_lr - 0.0) * (1 + math.cos(math.pi * (step - warmup_steps) / max_epoch)) / 2
+
+
+SCHEDULES = ("cosine", "official")
+
+
 class WarmupCosine(paddle.optimizer.lr.LRScheduler):
-    """`lr_at` as a Paddle scheduler; call `.step()` after every optimizer step.
+    """`lr_at` (schedule 'cosine') or `official_lr_at` (schedule 'official') as a Paddle
+    scheduler; call `.step()` after every optimizer step.
 
     Its state (`last_epoch` = iterations done, `last_lr`) round-trips through state_dict.
     """
 
-    def __init__(self, peak_lr, total_steps, warmup_steps, last_epoch=-1):
+    def __init__(self, peak_lr, total_steps, warmup_steps, last_epoch=-1, schedule="cosine", max_epoch=None):
+        if schedule not in SCHEDULES:
+            raise OptimConfigError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        if schedule == "official" and not (isinstance(max_epoch, int) and max_epoch > 0):
+            raise OptimConfigError(f"the official schedule needs an integer max_epoch > 0, got {max_epoch!r}")
         self.peak_lr = float(peak_lr)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
+        self.schedule, self.max_epoch = schedule, max_epoch
         super().__init__(learning_rate=self.peak_lr, last_epoch=last_epoch)
 
     def get_lr(self):
+        if self.schedule == "official":
+            return official_lr_at(self.last_epoch, self.warmup_steps, self.peak_lr, self.max_epoch)
         return lr_at(self.last_epoch, self.total_steps, self.warmup_steps, self.peak_lr)
+
+
+def warmup_iterations(warmup_epochs, train_images, global_batch):
+    """The official count: int(train images / global batch) x warmup epochs (rounded when fractional)."""
+    return int(round(int(train_images / global_batch) * float(warmup_epochs)))
 
 
 def peak_lr(section, global_batch):
@@ -68,10 +106,11 @@ def _no_decay(name, param):
     return len(param.shape) < 2
 
 
-def build_optimizer(model, section, global_batch, steps_per_epoch):
+def build_optimizer(model, section, global_batch, steps_per_epoch, train_images):
     """(optimizer, scheduler) from a `train:` config section.
 
-    Keys: max_epoch, warmup (epochs, may be fractional), lr (null = base_lr * global_batch/256),
+    Keys: max_epoch, warmup (epochs, may be fractional; iterations by `warmup_iterations`),
+    lr_schedule (cosine | official), lr (null = base_lr * global_batch/256),
     base_lr (0.1), momentum (0.9), nesterov (false), weight_decay (1e-4),
     no_bn_decay (false: decay BN and biases too, as the official recipe does),
     grad_clip (null, or a max global gradient norm).
@@ -89,7 +128,9 @@ def build_optimizer(model, section, global_batch, steps_per_epoch):
     if weight_decay < 0 or not 0 <= momentum < 1:
         raise OptimConfigError(f"need weight_decay >= 0 and 0 <= momentum < 1, got {weight_decay}, {momentum}")
     total = max_epoch * steps_per_epoch
-    scheduler = WarmupCosine(peak_lr(section, global_batch), total, round(warmup * steps_per_epoch))
+    scheduler = WarmupCosine(peak_lr(section, global_batch), total,
+                             min(warmup_iterations(warmup, train_images, global_batch), total),
+                             schedule=section.get("lr_schedule") or "cosine", max_epoch=max_epoch)
 
     params = [(n, p) for n, p in model.named_parameters() if not p.stop_gradient]
     if section.get("no_bn_decay", False):

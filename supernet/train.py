@@ -30,6 +30,7 @@ import sys
 import time
 
 from encoding import KitError, atomic_write_text
+from encoding.errors import failing_to, os_error_message
 
 from . import config as C
 from . import cpu_speed
@@ -93,6 +94,40 @@ def _int_or_none(value, key, minimum=1):
     return value
 
 
+# Integer settings under `supernet:` (each >= 1 or null) and their defaults.
+INT_SETTINGS = {"epochs": None, "max_steps": None, "batch_size": None, "checkpoint.every_steps": None,
+                "checkpoint.keep": 2, "log.every_steps": 10, "debug.kill_after_step": None,
+                "debug.nan_at_step": None, "launch.cpu_procs": 1}
+
+
+def check_values(cfg):
+    """Refuse bad values without Paddle, so `--plan` (train_supernet.sh) stops a run before the
+    launcher starts; return the integer settings ({'epochs': ..., 'checkpoint.keep': ...})."""
+    sn = section(cfg)
+    ints = {key: _int_or_none(C.get(sn, key, default), f"supernet.{key}") for key, default in INT_SETTINGS.items()}
+    for key in ("epochs", "batch_size"):
+        if ints[key] is None:
+            raise C.ConfigError(f"supernet.{key} must be set")
+    _int_or_none(sn.get("seed", 0), "supernet.seed", minimum=0)
+    _int_or_none(C.get(cfg, "data.num_workers", 0), "data.num_workers", minimum=0)
+    amp_dtype(sn.get("amp"), "cpu")
+    optim_section(sn)
+    init = sn.get("init", "random")
+    if init not in ("random", "official"):
+        raise C.ConfigError(f"supernet.init must be 'random' or 'official', got {init!r}")
+    if init == "official" and not sn.get("pretrained"):
+        raise C.ConfigError("supernet.init=official needs supernet.pretrained (path of resnet48.pdparams)")
+    image_dir = C.get(cfg, "data.image_dir", None)
+    if isinstance(image_dir, str) and not image_dir.strip():
+        raise C.ConfigError("data.image_dir is empty: give the image directory (--image_dir DIR) or leave it out")
+    if C.get(cfg, "data.name", "imagenet") == "imagenet":
+        if image_dir is None:
+            raise C.ConfigError("data.image_dir is not set (pass --image_dir DIR or data.image_dir=DIR)")
+        if not os.path.isdir(str(image_dir)):
+            raise C.ConfigError(f"image directory {image_dir} does not exist")
+    return ints
+
+
 def digest(fingerprint):
     import hashlib
 
@@ -144,7 +179,8 @@ class JsonLines:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, record):
-        os.write(self.fd, (json.dumps(record) + "\n").encode("utf-8"))
+        with failing_to("write", self.path):
+            os.write(self.fd, (json.dumps(record) + "\n").encode("utf-8"))
 
     def close(self):
         if self.fd is not None:
@@ -267,31 +303,25 @@ class Trainer:
         self.runtime = runtime
         self.cfg = cfg
         sn = self.sn = section(cfg)
+        ints = check_values(cfg)
         self.device = runtime.setup_device(cfg)
         self.rank, self.world = runtime.init_distributed()
         self.main = self.rank == 0
         runtime.print_start_line("supernet.train", self.device, self.world, sn.get("amp"))
+        self.out = sn.get("output_dir") or "runs/supernet"
+        self.ckpt_dir = os.path.join(self.out, "checkpoints")
+        runtime.claim_run_folder(self.out, sweep=("checkpoints",))  # one writer per run folder, from here on
         self.seed = int(sn.get("seed", 0))
-        self.epochs = _int_or_none(sn.get("epochs"), "supernet.epochs")
-        if self.epochs is None:
-            raise C.ConfigError("supernet.epochs must be set")
-        self.max_steps = _int_or_none(sn.get("max_steps"), "supernet.max_steps")
-        self.global_batch = _int_or_none(sn.get("batch_size"), "supernet.batch_size")
-        if self.global_batch is None or self.global_batch % self.world:
+        self.epochs, self.max_steps = ints["epochs"], ints["max_steps"]
+        self.global_batch = ints["batch_size"]
+        if self.global_batch % self.world:
             raise C.ConfigError(f"supernet.batch_size (the global batch) must be a multiple of the "
                                 f"{self.world} ranks, got {self.global_batch}")
         self.batch_size = self.global_batch // self.world
-        self.out = sn.get("output_dir") or "runs/supernet"
-        self.ckpt_dir = os.path.join(self.out, "checkpoints")
-        ck = sn.get("checkpoint") or {}
-        self.every_steps = _int_or_none(ck.get("every_steps"), "supernet.checkpoint.every_steps")
-        self.keep = _int_or_none(ck.get("keep", 2), "supernet.checkpoint.keep")
-        self.keep_epochs = bool(ck.get("keep_epochs", False))
-        log = sn.get("log") or {}
-        self.log_every = _int_or_none(log.get("every_steps", 10), "supernet.log.every_steps")
-        debug = sn.get("debug") or {}
-        self.kill_after_step = _int_or_none(debug.get("kill_after_step"), "supernet.debug.kill_after_step")
-        self.nan_at_step = _int_or_none(debug.get("nan_at_step"), "supernet.debug.nan_at_step")
+        self.every_steps, self.keep = ints["checkpoint.every_steps"], ints["checkpoint.keep"]
+        self.keep_epochs = bool((sn.get("checkpoint") or {}).get("keep_epochs", False))
+        self.log_every = ints["log.every_steps"]
+        self.kill_after_step, self.nan_at_step = ints["debug.kill_after_step"], ints["debug.nan_at_step"]
 
         runtime.seed_everything(self.seed)
         self.spec = C.net_spec(cfg)
@@ -319,26 +349,20 @@ class Trainer:
             raise KitError(f"the training split ({len(self.dataset)} images) is smaller than one global batch "
                            f"({self.global_batch}): nothing to train on")
         self.optimizer, self.scheduler = build_optimizer(self.model, optim_section(sn), self.global_batch,
-                                                         self.steps_per_epoch)
+                                                         self.steps_per_epoch, len(self.dataset))
         self.dp = None
         if self.world > 1:
             self.dp = paddle.DataParallel(self.model, find_unused_parameters=True)
 
     # --- construction pieces ------------------------------------------------------------------
     def _init_weights(self, sn):
-        init = sn.get("init", "random")
-        if init == "random":
+        if sn.get("init", "random") == "random":  # check_values refused any other value but 'official'
             if sn.get("zero_init_residual", False):
                 self.model.zero_init_residual()
             return
-        if init != "official":
-            raise C.ConfigError(f"supernet.init must be 'random' or 'official', got {init!r}")
-        path = sn.get("pretrained")
-        if not path:
-            raise C.ConfigError("supernet.init=official needs supernet.pretrained (path of resnet48.pdparams)")
         from .pretrained import load_official_resnet48
 
-        load_official_resnet48(self.model, path)
+        load_official_resnet48(self.model, sn["pretrained"])
 
     def _build_teacher(self, loss):
         path = loss.get("teacher")

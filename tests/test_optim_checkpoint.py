@@ -70,18 +70,19 @@ def _tiny_model():
 
 def test_build_optimizer_steps_and_warmup_in_iterations():
     model = _tiny_model()
-    opt, sched = build_optimizer(model, {"max_epoch": 10, "warmup": 2}, global_batch=512, steps_per_epoch=7)
+    opt, sched = build_optimizer(model, {"max_epoch": 10, "warmup": 2}, global_batch=512, steps_per_epoch=7,
+                                 train_images=512 * 7 + 100)
     assert sched.total_steps == 70 and sched.warmup_steps == 14 and sched.peak_lr == pytest.approx(0.2)
     assert opt.get_lr() == pytest.approx(0.2 / 14)
     with pytest.raises(OptimConfigError, match="warmup must be between 0 and max_epoch=3"):
-        build_optimizer(model, {"max_epoch": 3, "warmup": 4}, 256, 5)
+        build_optimizer(model, {"max_epoch": 3, "warmup": 4}, 256, 5, 256 * 5)
 
 
 def _one_decay_step(no_bn_decay):
     paddle.seed(0)
     model = _tiny_model()
     opt, _ = build_optimizer(model, {"max_epoch": 1, "warmup": 0, "lr": 1.0, "weight_decay": 0.1,
-                                     "momentum": 0.0, "no_bn_decay": no_bn_decay}, 256, 1)
+                                     "momentum": 0.0, "no_bn_decay": no_bn_decay}, 256, 1, 256)
     trainable = [(n, p) for n, p in model.named_parameters() if not p.stop_gradient]  # not BN statistics
     for _, p in trainable:  # biases start at 0, which decay would not move: make them non-zero
         p.set_value(paddle.uniform(p.shape, min=0.5, max=1.5))
@@ -107,7 +108,7 @@ def test_gradient_clipping_by_global_norm():
     lin = nn.Linear(2, 1, bias_attr=False)
     w0 = lin.weight.numpy().copy()
     opt, _ = build_optimizer(lin, {"max_epoch": 1, "warmup": 0, "lr": 1.0, "weight_decay": 0.0,
-                                   "momentum": 0.0, "grad_clip": 1.0}, 256, 1)
+                                   "momentum": 0.0, "grad_clip": 1.0}, 256, 1, 256)
     lin.weight.grad = paddle.to_tensor([[3.0], [4.0]])  # norm 5 -> scaled to norm 1
     opt.step()
     np.testing.assert_allclose(w0 - lin.weight.numpy(), [[0.6], [0.8]], rtol=1e-6)
@@ -131,7 +132,7 @@ def test_resume_in_a_model_with_other_unique_names_continues_identically(tmp_pat
     cfg = {"max_epoch": 2, "warmup": 1, "lr": 0.5}
     paddle.seed(3)
     a = _tiny_model()
-    opt_a, sched_a = build_optimizer(a, cfg, 256, 5)
+    opt_a, sched_a = build_optimizer(a, cfg, 256, 5, 256 * 5)
     _train(a, opt_a, sched_a, 5, seed=1)
     path = tmp_path / "ck" / "epoch_0001.pdckpt"
     save_checkpoint(path, training_state(a, opt_a, sched_a, epoch=1, step=5, note="x"))
@@ -140,7 +141,7 @@ def test_resume_in_a_model_with_other_unique_names_continues_identically(tmp_pat
     _tiny_model()  # shifts Paddle's global layer counter: b's parameter names differ from a's
     b = _tiny_model()
     assert [p.name for p in b.parameters()] != [p.name for p in a.parameters()]
-    opt_b, sched_b = build_optimizer(b, cfg, 256, 5)
+    opt_b, sched_b = build_optimizer(b, cfg, 256, 5, 256 * 5)
     state = restore_training_state(path, b, opt_b, sched_b)
     assert state["epoch"] == 1 and state["step"] == 5 and state["extras"] == {"note": "x"}
     assert sched_b.last_epoch == 5

@@ -1,7 +1,9 @@
 """`pretrain.py gt` under `paddle.distributed.launch` with two CPU processes (gloo).
 
 Scheme under test: the archs are trained one after another, each data-parallel over both
-ranks (global batch split in two), rank 0 writing the run directories and the GT file.
+ranks, rank 0 writing the run directories and the GT file. `--batch_size` is per rank, as in the
+official script: 2 ranks x 4 = a global batch of 8, peak lr 0.1 x 8 / 256, warmup
+int(images / 8) x --warmup iterations.
 """
 
 import json
@@ -28,7 +30,7 @@ def test_gt_data_parallel_over_two_cpu_ranks(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
            str(tmp_path / "log"), "pretrain.py", "gt", "--archs", str(archs), "--sample", "2", "--image_dir", images,
-           "--output", str(out), "--batch_size", "4", "--max_epoch", "1", "--warmup", "0", "--device", "cpu",
+           "--output", str(out), "--batch_size", "4", "--max_epoch", "2", "--warmup", "1", "--device", "cpu",
            "--num_workers", "0", *TINY]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     logs = "".join((tmp_path / "log" / f).read_text() for f in sorted(os.listdir(tmp_path / "log")))
@@ -38,7 +40,13 @@ def test_gt_data_parallel_over_two_cpu_ranks(tmp_path):
     assert len(gt) == 2 and all(gt[k]["arch"] == codes[int(k[4:]) - 1] for k in gt)
     for key in gt:
         result = json.loads((out / f"{key}_seed0" / "result.json").read_text())
-        assert result["world_size"] == 2
-        assert result["steps_per_epoch"] == 13 // 4  # global batch 4 = 2 per rank; 13 training images
+        assert result["world_size"] == result["ranks"] == 2
+        assert (result["per_rank_batch"], result["global_batch"]) == (4, 8)
+        assert result["peak_lr"] == pytest.approx(0.1 * 4 * 2 / 256)
+        assert result["warmup_iterations"] == int(13 / (4 * 2)) * 1 and result["lr_schedule"] == "official"
+        # 13 training images padded to 14 by the distributed sampler: 7 per rank, one batch of 4
+        assert result["steps_per_epoch"] == 1 and [h["epoch"] for h in result["history"]] == [1, 2]
+        first = (out / f"{key}_seed0" / "train.log").read_text().splitlines()[0]
+        assert "2 rank(s) x 4 images per rank = global batch 8, peak lr 0.003125, 1 warmup iterations" in first
         assert result["val_images"] == 9  # exact shards: every validation image counted once
         assert 0.0 <= gt[key]["acc"] == result["top1"] <= 1.0
