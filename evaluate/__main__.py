@@ -86,7 +86,8 @@ def run_settings(cfg, weights_path):
 
     kind, _ = weights_source(cfg)
     return {
-        "weights": {"kind": kind, "sha256": file_sha256(weights_path)},
+        "weights": {"kind": kind, "sha256": file_sha256(weights_path),
+                    **({"reorder": bool(get(cfg, "evaluate.reorder", True))} if kind == "official" else {})},
         "model": net_spec(cfg).to_dict(),
         "eval": eval_settings(cfg),
         "calibration": calibration_settings(cfg),
@@ -164,11 +165,12 @@ def cmd_run(args):
 
     from evaluate.inputs import check_settings, weights_source
     from evaluate.results_store import ResultsStore, rank_share
-    from supernet.runtime import barrier, init_distributed, print_start_line, setup_device
+    from supernet.runtime import barrier, claim_run_folder, init_distributed, print_start_line, setup_device
 
     check_settings(cfg)
     _, weights_path = weights_source(cfg)
     rank, world = init_distributed()
+    claim_run_folder(out)  # one writer per results directory (rank 0 holds it for the whole run)
     store = ResultsStore(out, entries)
     store.check_manifest(run_settings(cfg, weights_path))
     dropped = store.repair(rank)

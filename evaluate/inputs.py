@@ -81,7 +81,7 @@ def load_supernet(cfg):
     kind, path = weights_source(cfg)
     model = ResNet48Supernet(net_spec(cfg))
     if kind == "official":
-        load_official_resnet48(model, path)
+        load_official_resnet48(model, path, reorder=bool(get(cfg, "evaluate.reorder", True)))
     else:
         state = load_checkpoint(path)
         if isinstance(state.get("model"), dict):
@@ -150,11 +150,12 @@ def build_eval_set(cfg, on_gpu):
     images, labels = gather(dataset, idx, num_workers=_workers(cfg))
     return make_tensor_set(images, labels, place=get(cfg, "evaluate.cache"),
                            device_gb=get(cfg, "evaluate.cache_device_gb"),
-                           dtype=get(cfg, "evaluate.cache_dtype"), on_gpu=on_gpu)
+                           dtype=get(cfg, "evaluate.cache_dtype"), on_gpu=on_gpu, normalize=dataset.normalize)
 
 
 def build_calibration_batches(cfg):
-    """K calibration batches (float32 device tensors) from the training split; [] for mode 'none'.
+    """K calibration batches (float32 device tensors, normalised on the device) from the training
+    split; [] for mode 'none'.
 
     The indices and, with train transforms, the augmentation both follow calibration.seed.
     """
@@ -167,4 +168,5 @@ def build_calibration_batches(cfg):
     k, b = int(c["batches"]), int(c["batch_size"])
     idx = calibration_indices(len(dataset), k, b, int(c["seed"]))
     images, _ = gather(dataset, idx.reshape(-1), num_workers=_workers(cfg), seed=int(c["seed"]))
-    return [paddle.to_tensor(np.ascontiguousarray(images[i * b:(i + 1) * b])) for i in range(k)]
+    normalize = dataset.normalize
+    return [normalize(paddle.to_tensor(np.ascontiguousarray(images[i * b:(i + 1) * b]))) for i in range(k)]

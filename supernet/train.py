@@ -30,7 +30,9 @@ import sys
 import time
 
 from encoding import KitError, atomic_write_text
-from encoding.errors import failing_to, os_error_message
+from encoding.atomic import atomic_write_bytes
+from encoding.config_file import differences
+from encoding.errors import error_message, failing_to
 
 from . import config as C
 from . import cpu_speed
@@ -186,6 +188,30 @@ class JsonLines:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def trim_log(path, global_step):
+    """Drop the records a killed sitting wrote after `global_step` (that of the checkpoint the
+    run resumes from) and a torn last line, so the log holds each step once; return how many."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return 0
+    kept, dropped = [], 0
+    for line in data.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            dropped += 1
+            continue
+        if isinstance(record, dict) and (record.get("global_step") or 0) > global_step:
+            dropped += 1
+            continue
+        kept.append(line + b"\n")
+    if dropped or (data and not data.endswith(b"\n")):
+        atomic_write_bytes(path, b"".join(kept))
+    return dropped
 
 
 class Scalars:
@@ -362,7 +388,7 @@ class Trainer:
             return
         from .pretrained import load_official_resnet48
 
-        load_official_resnet48(self.model, sn["pretrained"])
+        load_official_resnet48(self.model, sn["pretrained"], reorder=bool(sn.get("reorder", True)))
 
     def _build_teacher(self, loss):
         path = loss.get("teacher")
@@ -374,7 +400,7 @@ class Trainer:
 
         arch = loss.get("teacher_arch")
         if arch is None:
-            teacher = load_official_static(path, self.spec)
+            teacher = load_official_static(path, self.spec, reorder=bool(self.cfg["supernet"].get("reorder", True)))
         else:
             teacher = build_static(arch, self.spec)
             state = load_checkpoint(path)
@@ -500,11 +526,12 @@ class Trainer:
                            f"supernet.resume is false: choose another supernet.output_dir or set resume=true")
         state = restore_training_state(path, self.model, self.optimizer, self.scheduler)
         extras = state.get("extras", {})
-        for key, ours in (("steps_per_epoch", self.steps_per_epoch), ("global_batch", self.global_batch)):
-            if extras.get(key) != ours:
-                raise CheckpointError(
-                    f"checkpoint {path} was written with {key}={extras.get(key)}, this run has {ours}: "
-                    f"resuming needs the same data, batch size and number of ranks (or a new output_dir)")
+        ours = {"steps_per_epoch": self.steps_per_epoch, "global_batch": self.global_batch}
+        changed = differences({k: extras.get(k) for k in ours}, ours)
+        if changed:
+            raise CheckpointError(
+                f"checkpoint {path} was written with other settings ({'; '.join(changed)}): resuming needs "
+                f"the same data, batch size and number of ranks (or a new output_dir)")
         if self.scaler is not None and extras.get("scaler"):
             self.scaler.load_state_dict(extras["scaler"])
         self.rng_to_restore = state.get("rng")
@@ -535,7 +562,12 @@ class Trainer:
         if self.main:
             os.makedirs(self.out, exist_ok=True)
             atomic_write_text(os.path.join(self.out, "config.yaml"), C.dump(self.cfg))
-        log = self.log = JsonLines(os.path.join(self.out, "train_log.jsonl")) if self.main else None
+        log_path = os.path.join(self.out, "train_log.jsonl")
+        dropped = trim_log(log_path, global_step) if self.main else 0
+        log = self.log = JsonLines(log_path) if self.main else None
+        if log is not None and (self.last_checkpoint is not None or dropped):
+            log.write({"type": "resume", "time": time.time(), "global_step": global_step,
+                       "checkpoint": self.last_checkpoint, "dropped_records": dropped})
         scalars = Scalars(os.path.join(self.out, "visualdl"), self.main and (self.sn.get("log") or {}).get(
             "visualdl", True))
         ledger = self._ledger()
@@ -679,12 +711,16 @@ def load_config(argv=None):
 
 
 def launch_plan(cfg):
-    """What train_supernet.sh needs before starting the launcher (no Paddle import)."""
+    """What train_supernet.sh needs before starting the launcher (no Paddle import). Refuses bad
+    values and a run folder another run is writing, so neither gets as far as the launcher."""
     import shlex
+
+    from encoding.runlock import check_free
 
     sn = section(cfg)
     out = sn.get("output_dir") or "runs/supernet"
-    procs = _int_or_none((sn.get("launch") or {}).get("cpu_procs", 1), "supernet.launch.cpu_procs") or 1
+    procs = check_values(cfg)["launch.cpu_procs"] or 1
+    check_free(out)
     device = str(cfg.get("device", "auto")).lower()
     return "\n".join([f"OUTPUT_DIR={shlex.quote(out)}", f"CPU_PROCS={procs}", f"DEVICE={shlex.quote(device)}"])
 
@@ -700,8 +736,8 @@ def main(argv=None):
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr, flush=True)
         return 3
-    except KitError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+    except (KitError, OSError) as e:  # bad input, or a read-only folder, full disk, missing mount
+        print(f"error: {error_message(e)}", file=sys.stderr, flush=True)
         return 2
     if summary["finished"]:
         print(f"supernet training finished: {summary['global_step']} steps, weights in "

@@ -157,3 +157,24 @@ def test_official_checkpoint_of_another_size_is_refused(tmp_path):
     cfg["evaluate"]["official"] = str(path)
     with pytest.raises(KitError, match="official ResNet48 checkpoint does not match the model"):
         load_supernet(cfg)
+
+
+def test_official_weights_are_reordered_unless_switched_off(tmp_path):
+    from evaluate.inputs import load_supernet
+    from supernet.config import load_yaml
+    from supernet.pretrained import reorder_channels
+
+    paddle.seed(5)
+    static = StaticResNet(ResNet48Supernet.max_arch(), SMALL)
+    path = tmp_path / "resnet48.pdparams"
+    paddle.save(static.state_dict(), str(path))
+    cfg = load_yaml(os.path.join(ROOT, "configs", "demo.yaml"))
+    cfg["model"]["stem"] = SMALL.stem
+    cfg["evaluate"]["official"] = str(path)
+    expected = reorder_channels(static.state_dict())
+    assert not np.array_equal(expected["blocks.9.conv1.weight"], static.state_dict()["blocks.9.conv1.weight"].numpy())
+    for reorder, want in ((True, expected), (False, {k: v.numpy() for k, v in static.state_dict().items()})):
+        cfg["evaluate"]["reorder"] = reorder
+        got = load_supernet(cfg).state_dict()
+        for k in ("blocks.9.conv1.weight", "blocks.9.bn1._variance", "blocks.9.conv2.weight"):
+            np.testing.assert_array_equal(got[k].numpy(), want[k], err_msg=k)

@@ -102,3 +102,112 @@ def test_bad_paths_are_clear_errors(tmp_path):
     junk.write_text("not a checkpoint")
     with pytest.raises(KitError, match="could not be read by paddle.load"):
         load_official_static(str(junk))
+
+
+# --- reordering channels by importance, as the official demo's resnet48(pretrained, reorder=True) ----------------
+
+def numpy_reorder(state):
+    """The formula written out again in numpy, block by block, from the official names."""
+    out = {k: np.array(v) for k, v in state.items()}
+    for block in range(1, 24):
+        p = f"blocks.{block}"
+        importance = np.abs(out[f"{p}.conv2.weight"]).sum(axis=(0, 2, 3))
+        idx = np.argsort(importance)[::-1]  # descending (ties have probability 0 with random weights)
+        out[f"{p}.conv2.weight"] = out[f"{p}.conv2.weight"][:, idx, :, :]
+        out[f"{p}.conv1.weight"] = out[f"{p}.conv1.weight"][idx, :, :, :]
+        for name in ("weight", "bias", "_mean", "_variance"):
+            out[f"{p}.bn1.{name}"] = out[f"{p}.bn1.{name}"][idx]
+    return out
+
+
+def paddle_reorder(state):
+    """The same with Paddle's ops as the official kit applies them (argsort descending, index_select)."""
+    out = {k: paddle.to_tensor(v) for k, v in state.items()}
+    for block in range(1, 24):
+        p = f"blocks.{block}"
+        idx = paddle.argsort(paddle.sum(paddle.abs(out[f"{p}.conv2.weight"]), axis=[0, 2, 3]), axis=0, descending=True)
+        out[f"{p}.conv2.weight"] = paddle.index_select(out[f"{p}.conv2.weight"], idx, axis=1)
+        out[f"{p}.conv1.weight"] = paddle.index_select(out[f"{p}.conv1.weight"], idx, axis=0)
+        for name in ("weight", "bias", "_mean", "_variance"):
+            out[f"{p}.bn1.{name}"] = paddle.index_select(out[f"{p}.bn1.{name}"], idx, axis=0)
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def separated(state, seed=1):
+    """The state with each conv2 input channel scaled by a distinct factor, so that no two
+    channels' importances are closer than float32 rounding (then every argsort agrees)."""
+    rng = np.random.default_rng(seed)
+    out = dict(state)
+    for block in range(1, 24):
+        key = f"blocks.{block}.conv2.weight"
+        scale = 1 + 0.01 * rng.permutation(out[key].shape[1])
+        out[key] = (np.sign(out[key]) * (0.01 + 0 * out[key]) * scale[None, :, None, None]).astype("float32")
+    return out
+
+
+def test_reorder_equals_the_formula_in_numpy_and_in_paddle_ops(official):
+    from supernet.pretrained import reorder_channels
+
+    ours = reorder_channels(official)
+    assert set(ours) == set(official) and all(ours[k].shape == official[k].shape for k in official)
+    expected = paddle_reorder(official)  # random weights: near-ties in float32 go as Paddle's ops order them
+    for k in official:
+        np.testing.assert_array_equal(ours[k], expected[k], err_msg=k)
+    spread = separated(official)
+    ours_spread, expected = reorder_channels(spread), numpy_reorder(spread)
+    for k in official:
+        np.testing.assert_array_equal(ours_spread[k], expected[k], err_msg=k)
+    changed = [k for k in official if not np.array_equal(ours[k], official[k])]
+    assert changed and all(k.split(".")[2] in ("conv1", "bn1", "conv2") for k in changed)
+    assert "blocks.6.downsample.0.weight" not in changed and "blocks.0.conv.weight" not in changed
+    order = np.abs(ours["blocks.7.conv2.weight"]).sum(axis=(0, 2, 3))
+    assert np.all(np.diff(order) <= 0)  # most important first
+
+
+def test_reorder_keeps_the_full_network_and_changes_narrower_subnets(official):
+    x = paddle.randn([2, 3, 64, 64])
+    plain = load_official_resnet48(ResNet48Supernet(NetSpec()), official, reorder=False)
+    sorted_ = load_official_resnet48(ResNet48Supernet(NetSpec()), official)  # reorder is the default
+    plain.eval()
+    sorted_.eval()
+    narrow = RELEASED.min_arch()
+    with paddle.no_grad():
+        plain.set_active(RELEASED.max_arch())
+        sorted_.set_active(RELEASED.max_arch())
+        a, b = sorted_(x).numpy(), plain(x).numpy()  # random weights: logits of order 1e4
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()  # the same function, to float32 rounding
+        plain.set_active(narrow)
+        sorted_.set_active(narrow)
+        a, b = sorted_(x).numpy(), plain(x).numpy()
+        assert np.abs(a - b).max() > 0.05 * np.abs(b).max()  # other channels kept: another function
+    teacher = load_official_static(official)
+    np.testing.assert_array_equal(teacher.state_dict()["blocks.3.bn1._mean"].numpy(),
+                                  sorted_.state_dict()["blocks.3.bn1._mean"].numpy())
+
+
+def test_reorder_command_writes_the_same_names_and_shapes(official, tmp_path):
+    from supernet.pretrained import main, reorder_channels
+
+    src, dst = tmp_path / "resnet48.pdparams", tmp_path / "sorted.pdparams"
+    paddle.save({k: paddle.to_tensor(v) for k, v in official.items()}, str(src))
+    assert main(["reorder", str(src), str(dst)]) == 0
+    written = paddle.load(str(dst))
+    expected = reorder_channels(official)
+    assert set(written) == set(official)
+    for k, v in written.items():
+        np.testing.assert_array_equal(v.numpy(), expected[k], err_msg=k)
+    # loading the reordered file without reordering again gives the default load of the original
+    a = load_official_static(str(dst), reorder=False).state_dict()
+    b = load_official_static(str(src)).state_dict()
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_reorder_command_errors_are_one_line(tmp_path, capsys):
+    from supernet.pretrained import main
+
+    assert main(["reorder", str(tmp_path / "none.pdparams"), str(tmp_path / "out.pdparams")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    paddle.save({"fc.weight": paddle.zeros([2, 2])}, str(tmp_path / "other.pdparams"))
+    assert main(["reorder", str(tmp_path / "other.pdparams"), str(tmp_path / "out.pdparams")]) == 1
+    assert "no BasicBlock found to reorder" in capsys.readouterr().err
+    assert not (tmp_path / "out.pdparams").exists()

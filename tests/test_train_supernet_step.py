@@ -136,10 +136,18 @@ def test_official_initialisation_loads_the_given_weights(image_dir, tmp_path):
     other = ResNet48Supernet(base.spec)
     path = str(tmp_path / "resnet48.pdparams")
     paddle.save(other.state_dict(), path)
+    from supernet.pretrained import reorder_channels
+
+    sorted_ = reorder_channels(other.state_dict())  # the default, as the official demo loads them
     t = trainer(image_dir, tmp_path, "supernet.init=official", f"supernet.pretrained={path}")
+    for n, p in t.model.state_dict().items():
+        np.testing.assert_array_equal(p.numpy(), sorted_[n], err_msg=n)
+    assert not np.array_equal(base.model.blocks[0].conv.weight.numpy(), t.model.blocks[0].conv.weight.numpy())
+    t = trainer(image_dir, tmp_path / "plain", "supernet.init=official", f"supernet.pretrained={path}",
+                "supernet.reorder=false")
     for (n, p), q in zip(t.model.state_dict().items(), other.state_dict().values(), strict=True):
         np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
-    assert not np.array_equal(base.model.blocks[0].conv.weight.numpy(), t.model.blocks[0].conv.weight.numpy())
+    assert not np.array_equal(sorted_["blocks.2.conv1.weight"], other.state_dict()["blocks.2.conv1.weight"].numpy())
 
 
 def test_plain_cross_entropy_when_distillation_is_off(image_dir, tmp_path):
