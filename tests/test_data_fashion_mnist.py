@@ -16,7 +16,7 @@ from supernet.data import (
     load_fashion_mnist,
     read_idx,
 )
-from supernet.data.transforms import SmallImage
+from supernet.data.transforms import Normalize, SmallImage
 
 REAL_DIR = "/usr/share/datasets/fashion-mnist"
 @pytest.mark.parametrize("gz", [True, False])
@@ -88,13 +88,15 @@ def test_pad_crop_flip_is_a_shift_of_the_padded_image():
     transform = SmallImage(28, pad=2, flip=True, mean=(0.0,), std=(1.0,))
     flips = set()
     for seed in range(8):
-        out = np.rint(transform(image, np.random.default_rng(seed))[0] * 255).astype(np.uint8)
+        out = transform(image, np.random.default_rng(seed))[0]
         matches = [(t, x, f) for t in range(5) for x in range(5) for f in (False, True)
                    if np.array_equal(out, padded[t:t + 28, x:x + 28][:, ::-1] if f else padded[t:t + 28, x:x + 28])]
         assert len(matches) == 1
         flips.add(matches[0][2])
     assert flips == {False, True}
-    plain = SmallImage(28)(image, None)[0]  # evaluation: normalisation only
+    plain = SmallImage(28)(image, None)  # evaluation: the pixels as they are, normalised on the device
+    np.testing.assert_array_equal(plain[0], image)
+    plain = Normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD)(plain[None]).numpy()[0, 0]
     expected = (image / 255 - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]
     np.testing.assert_allclose(plain, expected, rtol=1e-5, atol=1e-6)
     assert SmallImage(32)(image, None).shape == (1, 32, 32)

@@ -15,6 +15,7 @@ from supernet.data.transforms import (
     IMAGENET_STD,
     ImageEval,
     ImageTrain,
+    Normalize,
     random_resized_crop_box,
     sample_rng,
 )
@@ -93,7 +94,7 @@ def test_corrupt_image_is_replaced_counted_and_logged_once(tree, caplog):
     warnings = [r.getMessage() for r in caplog.records if "unreadable image" in r.getMessage()]
     assert warnings == [f"unreadable image {os.path.join(tree, BAD)} replaced by the next readable sample"]
     image, label, bad = ds[3]
-    assert image.shape == (3, 32, 32) and image.dtype == np.float32 and label == 1 and bad == 3
+    assert image.shape == (3, 32, 32) and image.dtype == np.uint8 and label == 1 and bad == 3
     # the replacement is the next file, augmented with the draw of the index asked for
     np.testing.assert_array_equal(image, ds.transform(ds._load(4), sample_rng(0, 0, 3)))
 
@@ -142,8 +143,11 @@ def test_list_file_errors_point_at_the_line(tmp_path):
 
 def test_normalisation_of_a_flat_image_by_hand():
     image = Image.new("RGB", (50, 40), (51, 102, 204))
-    out = ImageEval(32, 36)(image, np.random.default_rng(0))
-    assert out.shape == (3, 32, 32)
+    transform = ImageEval(32, 36)
+    pixels = transform(image, np.random.default_rng(0))
+    assert pixels.shape == (3, 32, 32) and pixels.dtype == np.uint8
+    out = Normalize(transform.mean, transform.std)(pixels[None]).numpy()[0]
+    assert out.dtype == np.float32
     for c, v in enumerate((51, 102, 204)):
         np.testing.assert_allclose(out[c], (v / 255 - IMAGENET_MEAN[c]) / IMAGENET_STD[c], rtol=1e-5)
 
@@ -153,9 +157,9 @@ def test_eval_transform_is_resize_then_centre_crop():
     # and centre-cropping 32, output column j shows source column about (j + 8) / 0.75
     x = np.tile(np.arange(64, dtype=np.uint8) * 3, (48, 1))
     image = Image.fromarray(np.stack([x] * 3, axis=2))
-    out = ImageEval(32, 36, mean=(0, 0, 0), std=(1, 1, 1))(image, None)
+    out = ImageEval(32, 36)(image, None)
     source = (np.arange(32) + 8 + 0.5) / 0.75 - 0.5
-    np.testing.assert_allclose(out[0, 16] * 255, source * 3, atol=3.5)
+    np.testing.assert_allclose(out[0, 16].astype(float), source * 3, atol=3.5)
 
 
 def test_random_resized_crop_box_bounds_and_fallback_by_hand():

@@ -2,7 +2,8 @@
 
 Items are drawn by key `(index, epoch, seed)` (a bare int means epoch 0, seed 0): the key seeds
 the sample's augmentation, so the loaders can make every epoch differ yet be reproducible.
-An item is `(image float32 CxHxW, label int64, bad int64)`: when the file at `index` cannot be
+An item is `(image uint8 CxHxW, label int64, bad int64)` (the dataset's `normalize` turns a batch of
+them into float32 on the device): when the file at `index` cannot be
 decoded, the next readable index is used instead (deterministic) and `bad` holds the
 unreadable index (else -1), so the loader can count and report it in the main process even
 when the decoding happened in a worker. Only the first unreadable file of a run of them is
@@ -26,6 +27,7 @@ from .transforms import (
     IMAGENET_STD,
     ImageEval,
     ImageTrain,
+    Normalize,
     SmallImage,
     sample_rng,
 )
@@ -66,6 +68,13 @@ class SampleDataset(paddle.io.Dataset):
     def describe(self, i):
         """Human-readable name of sample `i` (a file path for image files)."""
         return f"sample {i}"
+
+    @property
+    def normalize(self):
+        """The Normalize (float conversion, mean, std) for batches of this dataset's uint8 items;
+        None for a transform without `mean` and `std` (one that returns finished float arrays)."""
+        mean, std = getattr(self.transform, "mean", None), getattr(self.transform, "std", None)
+        return None if mean is None or std is None else Normalize(mean, std)
 
     def __getitem__(self, key):
         index, epoch, seed = _split_key(key)

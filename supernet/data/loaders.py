@@ -69,12 +69,15 @@ class Loader:
     """Iterates `(images, labels)` tensors of this rank's shard; call `set_epoch(e)` before each epoch
     (`set_epoch(e, start_batch=k)` to resume it at batch k; `len()` still counts the whole epoch).
 
+    Workers hand over uint8 batches, which arrive on the device; there the dataset's `normalize`
+    makes them float32 (`normalize=False`: the uint8 batches themselves, e.g. for a uint8 cache).
+
     `bad_count` is the number of unreadable images met (and replaced) in the current or last
     pass; each one is logged with its path once per process.
     """
 
     def __init__(self, dataset, batch_size, shuffle, drop_last, num_workers=0, seed=0, num_replicas=None,
-                 rank=None, exact_shards=False):
+                 rank=None, exact_shards=False, normalize=True):
         if batch_size <= 0:
             raise DataError(f"batch size must be positive, got {batch_size}")
         self.dataset = dataset
@@ -83,6 +86,7 @@ class Loader:
                                            exact_shards)
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=int(num_workers),
                                  return_list=True)
+        self.normalize = dataset.normalize if normalize else None
         self.bad_count = 0
         self.reported = set()
 
@@ -108,12 +112,13 @@ class Loader:
         self.bad_count = 0
         for images, labels, bad in self.loader:
             self._note_bad(bad)
-            yield images, labels
+            yield (self.normalize(images) if self.normalize is not None else images), labels
 
 
 def build_loader(dataset, batch_size, shuffle, drop_last, num_workers=0, seed=0, exact_shards=False,
-                 num_replicas=None, rank=None) -> Loader:
+                 num_replicas=None, rank=None, normalize=True) -> Loader:
     """A Loader of `batch_size` samples per rank (rank and world size from paddle.distributed
     unless given). Training: shuffle=True, drop_last=True. Evaluation: shuffle=False,
-    drop_last=False, exact_shards=True."""
-    return Loader(dataset, batch_size, shuffle, drop_last, num_workers, seed, num_replicas, rank, exact_shards)
+    drop_last=False, exact_shards=True. normalize=False yields the uint8 batches."""
+    return Loader(dataset, batch_size, shuffle, drop_last, num_workers, seed, num_replicas, rank, exact_shards,
+                  normalize)
