@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from encoding import KitError
-from supernet.config import get, set_key
+from supernet.config import apply_protocol, get, set_key
 
 from .evaluator import SubnetEvaluator, amp_dtype
 from .inputs import build_calibration_batches, build_eval_set, calibration_settings, eval_settings, load_supernet
@@ -49,6 +49,9 @@ def setting_configs(cfg):
                 raise KitError(f"cheap setting {item['name']!r} changes {key!r}: the model, its weights, the "
                                f"device and the list are shared by all settings; vary evaluate.* and data.* keys")
             set_key(c, key, value)
+        if "evaluate.protocol" in item["set"]:  # the protocol's preset, except what the setting sets itself
+            preset = get(c, f"evaluate.protocols.{get(c, 'evaluate.protocol')}", None) or {}
+            apply_protocol(c, force=[f"evaluate.{k}" for k in preset if f"evaluate.{k}" not in item["set"]])
         out.append((str(item["name"]), c))
     names = [n for n, _ in out]
     if len(set(names)) != len(names):
@@ -105,6 +108,7 @@ def run_fidelity(cfg, entries, device, log=print):
         evaluators.append(SubnetEvaluator(model, eval_cache[ekey], get(c, "evaluate.batch_size"), mode,
                                           calib_cache[ckey], amp_dtype(get(c, "evaluate.amp"), device)))
         rows.append({"name": name, "images": len(eval_cache[ekey]), "resolution": int(eval_cache[ekey].shape[-1]),
+                     "amp": str(get(c, "evaluate.amp") or "none"),
                      "calibration": mode, "calibration_batches": len(calib_cache[ckey]) if mode == "recalibrate" else 0,
                      "setup_seconds": time.perf_counter() - t0, "results": []})
     for ev in evaluators:  # warm-up (kernel selection, allocator) outside the timed loop
@@ -135,13 +139,13 @@ def format_table(report):
         return "n/a" if v is None else format(v, fmt)
 
     top = f"P@{report['top_fraction']:.0%}"
-    head = (f"{'setting':<22} {'images':>7} {'px':>4} {'calib':>6} {'s/subnet':>9} {'speed-up':>8} "
+    head = (f"{'setting':<22} {'images':>7} {'px':>4} {'calib':>6} {'amp':>5} {'s/subnet':>9} {'speed-up':>8} "
             f"{'tau':>6} {'rho':>6} {top:>6}")
     lines = [f"fidelity of cheap settings vs full, {report['sample']} subnets (seed {report['seed']}), "
              f"ranked by {report['metric']} on {report['device']}", head, "-" * len(head)]
     for r in report["settings"]:
         calib = "none" if r["calibration"] == "none" else str(r["calibration_batches"])
-        lines.append(f"{r['name']:<22} {r['images']:>7} {r['resolution']:>4} {calib:>6} "
+        lines.append(f"{r['name']:<22} {r['images']:>7} {r['resolution']:>4} {calib:>6} {r.get('amp', 'none'):>5} "
                      f"{r['seconds_per_subnet']:>9.4f} {r['speedup']:>7.2f}x {num(r['kendall_tau'], '6.3f')} "
                      f"{num(r['spearman'], '6.3f')} {num(r['precision_at_top'], '6.3f')}")
         if r.get("undefined"):

@@ -89,11 +89,31 @@ def apply_flags(cfg, args, flags):
 
 
 def resolve(path, args=None, flags=(), overrides=()):
-    """Load `path`, then apply flags, then `key=value` overrides (last wins)."""
+    """Load `path`, then apply flags, then `key=value` overrides (last wins), then fill the
+    evaluation keys left null from `evaluate.protocol` (see `apply_protocol`)."""
     cfg = load_yaml(path)
     if args is not None:
         cfg = apply_flags(cfg, args, flags)
-    return apply_overrides(cfg, overrides)
+    return apply_protocol(apply_overrides(cfg, overrides))
+
+
+def apply_protocol(cfg, force=()):
+    """Fill `evaluate.*` keys from the named evaluation protocol: `evaluate.protocols[NAME]` maps
+    keys under `evaluate.` (e.g. `calibration.mode`) to values, and each one whose config value is
+    null takes the protocol's value (so any key given explicitly still wins). Keys in `force` take
+    the protocol's value whatever they hold (a fidelity setting that names a protocol). Returns `cfg`
+    (changed in place); configs without `evaluate.protocol` pass unchanged."""
+    name = get(cfg, "evaluate.protocol", None)
+    if name is None:
+        return cfg
+    presets = get(cfg, "evaluate.protocols", None) or {}
+    if name not in presets or not isinstance(presets[name], dict):
+        raise ConfigError(f"evaluate.protocol {name!r} is not one of evaluate.protocols: {', '.join(presets)}")
+    for key, value in presets[name].items():
+        full = f"evaluate.{key}"
+        if get(cfg, full, None) is None or full in force:
+            set_key(cfg, full, copy.deepcopy(value))
+    return cfg
 
 
 def default_config(name):
