@@ -75,6 +75,7 @@ COMMON_FLAGS = [
     Flag("--resume", "train.resume", str, "auto | never | PATH of a checkpoint"),
     Flag("--num_workers", "data.num_workers", int, "data loader workers per rank"),
     Flag("--device", "device", str, "auto | cpu | gpu"),
+    Flag("--amp", "train.amp", str, "mixed precision on GPU: none (fp32) | bf16 | fp16 (with loss scaling)"),
 ]
 RUN_FLAGS = [Flag("--arch", "train.arch", str, "subnet code (52 digits, or 51 without the size code)")] + COMMON_FLAGS
 GT_FLAGS = COMMON_FLAGS + [
@@ -110,7 +111,7 @@ def recipe(cfg):
 
 
 # Keys added after ground-truth files were written, with the value those files were trained with.
-LATER_KEYS = {"train.zero_init_residual": False, "train.global_batch_size": None, "train.lr_schedule": "cosine"}
+LATER_KEYS = {"train.amp": "none", "train.zero_init_residual": False, "train.global_batch_size": None, "train.lr_schedule": "cosine"}
 
 
 def recipe_changes(old, new):
@@ -193,8 +194,11 @@ def evaluate_classifier(model, loader):
     return {"top1": c1 / n, "top5": c5 / n, "loss": loss_sum / n, "count": int(n), "bad_images": loader.bad_count}
 
 
-def _train_epoch(model, loader, optimizer, scheduler, epoch, max_epoch, global_batch):
+def _train_epoch(model, loader, optimizer, scheduler, epoch, max_epoch, global_batch, amp=None, scaler=None):
+    """One epoch; `amp` a paddle autocast dtype (None: fp32), `scaler` a GradScaler for float16."""
     import paddle.nn.functional as F
+
+    from evaluate.calibration import autocast
     from tqdm import tqdm
 
     from supernet.runtime import is_main, world_size
@@ -208,9 +212,16 @@ def _train_epoch(model, loader, optimizer, scheduler, epoch, max_epoch, global_b
     total_loss, window, done = 0.0, None, 0
     for step, (images, labels) in enumerate(loader):
         lr = optimizer.get_lr()
-        loss = F.cross_entropy(model(images), labels)
-        loss.backward()
-        optimizer.step()
+        with autocast(amp):
+            logits = model(images)
+        loss = F.cross_entropy(logits.astype("float32"), labels)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)  # unscales; skips the update when a gradient overflowed
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         optimizer.clear_grad()
         scheduler.step()
         window = loss.detach() if window is None else window + loss.detach()
@@ -303,6 +314,7 @@ def train_standalone(cfg, arch_id=None):
         setup_device,
     )
     from supernet.static import build_static
+    from supernet.train import amp_dtype
 
     wall_start = time.perf_counter()
     device = setup_device(cfg)
@@ -350,6 +362,8 @@ def train_standalone(cfg, arch_id=None):
         barrier()  # every rank has decided before rank 0 touches the directory
         if is_main():
             _clean_run_dir(out_dir, ckpt_dir, fresh=source is None and str(train.get("resume")) == "never")
+        amp = amp_dtype(train.get("amp"), device, "train.amp")
+        scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if amp == "float16" else None
         start_epoch, history, prior_wall = 0, [], 0.0
         if source is not None:
             state = restore_training_state(source, model, optimizer, scheduler)
@@ -361,6 +375,8 @@ def train_standalone(cfg, arch_id=None):
                 raise CheckpointError(f"checkpoint {source} was written with other settings ({'; '.join(changes)}); "
                                       f"give the same settings, or --resume never to start over")
             set_rng_state(state["rng"])
+            if scaler is not None and extras.get("scaler"):
+                scaler.load_state_dict(extras["scaler"])
             start_epoch, history, prior_wall = state["epoch"], list(extras.get("history", [])), extras.get("wall_s", 0)
             log.info("resumed %s from %s (epoch %d of %d)", code, source, start_epoch, max_epoch)
         else:
@@ -374,7 +390,8 @@ def train_standalone(cfg, arch_id=None):
         for epoch in range(start_epoch, max_epoch):
             train_loader.set_epoch(epoch)
             with ledger.phase(f"epoch_{epoch + 1}", epoch=epoch + 1) as phase:
-                record = _train_epoch(net, train_loader, optimizer, scheduler, epoch, max_epoch, global_batch)
+                record = _train_epoch(net, train_loader, optimizer, scheduler, epoch, max_epoch, global_batch,
+                                      amp, scaler)
                 phase.images = len(train_loader) * per_rank  # this rank's share
             if eval_every and (epoch + 1) % eval_every == 0 and epoch + 1 < max_epoch:
                 record["val"] = evaluate_classifier(model, val_loader)
@@ -390,7 +407,8 @@ def train_standalone(cfg, arch_id=None):
                 save_checkpoint(os.path.join(ckpt_dir, f"epoch_{epoch + 1:04d}.pdckpt"), training_state(
                     model, optimizer, scheduler, epoch=epoch + 1, step=scheduler.last_epoch, rng=rng_state(),
                     arch=code, recipe=recipe(cfg), history=history, sampler_epoch=epoch + 1,
-                    wall_s=prior_wall + time.perf_counter() - wall_start))
+                    wall_s=prior_wall + time.perf_counter() - wall_start,
+                    scaler=scaler.state_dict() if scaler is not None else None))
                 prune_checkpoints(ckpt_dir, CHECKPOINT_PATTERN, keep=max(1, int(train.get("keep_checkpoints", 2))))
             barrier()
 
@@ -409,7 +427,7 @@ def train_standalone(cfg, arch_id=None):
             "images_per_s": steps * global_batch * len(history) / train_seconds if train_seconds else None,
             "train_time_s": train_seconds,
             "wall_time_s": prior_wall + time.perf_counter() - wall_start,
-            "device": device, "world_size": world, **batching,
+            "device": device, "world_size": world, **batching, "amp": amp or "none",
             "params": int(params[0]), "macs": int(macs[0]),
             "bad_images": sum(r["bad_images"] for r in history) + metrics["bad_images"],
             "history": history, "recipe": recipe(cfg), "config": cfg,

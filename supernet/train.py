@@ -151,11 +151,12 @@ def check_fingerprints(fingerprints, global_step, last_checkpoint):
                                    f"{global_step} (gradients were not reduced alike); not checkpointing. {last}")
 
 
-def amp_dtype(name, device):
-    """Paddle's autocast dtype for `supernet.amp`; None on CPU, where Paddle's AMP does nothing."""
+def amp_dtype(name, device, key_name="supernet.amp"):
+    """Paddle's autocast dtype for `supernet.amp` (or `train.amp`, pretrain.py); None on CPU, where
+    Paddle's autocast does nothing (3.3: 'amp_guard can only be enabled on CUDAPlace ...')."""
     key = "none" if name in (None, False) else str(name).lower()
     if key not in AMP_DTYPES:
-        raise C.ConfigError(f"supernet.amp must be one of {', '.join(AMP_DTYPES)}, got {name!r}")
+        raise C.ConfigError(f"{key_name} must be one of {', '.join(AMP_DTYPES)}, got {name!r}")
     return AMP_DTYPES[key] if str(device).startswith("gpu") else None
 
 
