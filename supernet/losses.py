@@ -41,3 +41,40 @@ def distillation_loss(student_logits, teacher_logits, temperature=1.0):
     student_log_probs = F.log_softmax(student, axis=-1)
     kl = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(axis=-1)
     return kl.mean() * (t * t)
+
+
+def pairwise_rank_loss(losses, costs, margin=0.0):
+    """Hinge loss that orders the subnets of one step by a cost proxy (MACs or params): for every
+    pair (i, j) with costs[i] > costs[j], max(0, margin + losses[i] - losses[j]), averaged over
+    those pairs. The bigger subnet is asked for a loss at least `margin` below the smaller's
+    (3rd place's FLOPs-guided rank loss). 0 when no two costs differ.
+    """
+    if len(losses) != len(costs):
+        raise KitError(f"rank loss: {len(losses)} losses for {len(costs)} costs")
+    if margin < 0:
+        raise KitError(f"rank loss margin must be >= 0, got {margin}")
+    terms = [F.relu(losses[i] - losses[j] + float(margin))
+             for i in range(len(costs)) for j in range(len(costs)) if costs[i] > costs[j]]
+    if not terms:
+        return paddle.zeros([], dtype="float32")
+    return paddle.stack([t.reshape([]) for t in terms]).mean()
+
+
+RANK_SCHEDULES = ("constant", "linear")
+
+
+def rank_loss_weight(epoch, weight, schedule="constant", ramp_epochs=1.0, max_weight=None):
+    """The rank loss's weight in `epoch` (0-based): `weight` (constant), or weight x epoch /
+    ramp_epochs (linear), either capped at `max_weight`. 3rd place: min(2, epoch / 10) is
+    weight 1, linear, ramp_epochs 10, max_weight 2."""
+    if schedule not in RANK_SCHEDULES:
+        raise KitError(f"rank loss schedule must be one of {', '.join(RANK_SCHEDULES)}, got {schedule!r}")
+    if weight < 0 or (max_weight is not None and max_weight < 0):
+        raise KitError(f"rank loss weights must be >= 0, got weight {weight}, max_weight {max_weight}")
+    if schedule == "linear":
+        if not ramp_epochs > 0:
+            raise KitError(f"rank loss ramp_epochs must be positive, got {ramp_epochs}")
+        value = float(weight) * float(epoch) / float(ramp_epochs)
+    else:
+        value = float(weight)
+    return value if max_weight is None else min(value, float(max_weight))

@@ -95,6 +95,41 @@ class ListSampler:
         return self._smallest
 
 
+def shrunk_space(space, depth_relax, width_relax):
+    """`space` with each stage's minimum depth at most `depth_relax` below its maximum and ratio
+    digits 1..1 + `width_relax` (both clipped to the space's own bounds)."""
+    from dataclasses import replace
+
+    d, w = int(depth_relax), int(width_relax)
+    if d < 0 or w < 0:
+        raise KitError(f"progressive shrinking: relaxations must be >= 0, got depth {d}, width {w}")
+    return replace(space, name=f"{space.name}-shrunk-d{d}-w{w}",
+                   depth_ranges=tuple((max(lo, hi - d), hi) for lo, hi in space.depth_ranges),
+                   stem_digits=min(space.stem_digits, 1 + w),
+                   stage_digits=tuple(min(k, 1 + w) for k in space.stage_digits))
+
+
+class ProgressiveSampler:
+    """Progressive shrinking (once-for-all; the 2nd place's first stage): the largest subnet first,
+    then depth, then width. Each epoch in `depth_epochs` lets every stage go one block shallower;
+    each epoch in `width_epochs` admits the next ratio digit. `at(epoch)` is a uniform sampler
+    over what epoch `epoch` allows: a pure function of the epoch, so resuming needs no state."""
+
+    def __init__(self, space="released", depth_uniform=False, depth_epochs=(), width_epochs=()):
+        self.space = get_space(space)
+        self.depth_uniform = bool(depth_uniform)
+        for name, epochs in (("depth_epochs", depth_epochs), ("width_epochs", width_epochs)):
+            if any(not isinstance(e, int) or isinstance(e, bool) or e < 0 for e in epochs) or \
+                    list(epochs) != sorted(epochs):
+                raise KitError(f"supernet.sampler.progressive.{name} must be ascending epochs >= 0, got {epochs!r}")
+        self.depth_epochs, self.width_epochs = tuple(depth_epochs), tuple(width_epochs)
+
+    def at(self, epoch):
+        depth = sum(1 for e in self.depth_epochs if e <= epoch)
+        width = sum(1 for e in self.width_epochs if e <= epoch)
+        return UniformSampler(shrunk_space(self.space, depth, width), self.depth_uniform)
+
+
 class PathSchedule:
     """The paths of every step: optionally max and min (the sandwich rule), then `num_random` draws."""
 
@@ -110,11 +145,12 @@ class PathSchedule:
 
     def paths(self, epoch, step):
         rng = step_rng(self.seed, epoch, step)
+        sampler = self.sampler.at(epoch) if hasattr(self.sampler, "at") else self.sampler
         out = []
         if self.sandwich:
-            out.append(Path("max", self.sampler.largest()))
-            out.append(Path("min", self.sampler.smallest()))
-        out.extend(Path("random", self.sampler.draw(rng)) for _ in range(self.num_random))
+            out.append(Path("max", sampler.largest()))
+            out.append(Path("min", sampler.smallest()))
+        out.extend(Path("random", sampler.draw(rng)) for _ in range(self.num_random))
         return out
 
 
@@ -138,7 +174,13 @@ def build_schedule(section, seed, spec: NetSpec = DEFAULT_SPEC, resolution=None)
         get_space(space)
     except ValueError as e:
         raise KitError(f"supernet.sampler.space: {e}") from None
-    if strategy == "uniform":
+    progressive = section.get("progressive")
+    if progressive:
+        if strategy != "uniform":
+            raise KitError(f"supernet.sampler.progressive shrinks the uniform sampler; strategy is {strategy!r}")
+        sampler = ProgressiveSampler(space, depth_uniform, progressive.get("depth_epochs") or (),
+                                     progressive.get("width_epochs") or ())
+    elif strategy == "uniform":
         sampler = UniformSampler(space, depth_uniform)
     elif strategy == "large":
         sampler = LargeBiasedSampler(space, depth_uniform, section.get("large_pool", 3), spec, resolution)

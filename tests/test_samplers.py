@@ -3,11 +3,23 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from encoding import DOCUMENTED, RELEASED, ArchEntry, ArchListError, KitError, NetSpec, costs, macs_of, write_arch_list
+from encoding import (
+    DOCUMENTED,
+    RELEASED,
+    ArchEntry,
+    ArchListError,
+    KitError,
+    NetSpec,
+    costs,
+    get_space,
+    macs_of,
+    write_arch_list,
+)
 from supernet.samplers import (
     LargeBiasedSampler,
     ListSampler,
@@ -166,3 +178,29 @@ def test_two_launched_ranks_draw_the_same_codes(tmp_path):
     assert len(rank0) == 10 and len({tuple(x) for x in rank0}) == 10
     local = build_schedule({"strategy": "large", "num_random": 2, "large_pool": 3}, seed=7)
     assert rank0[7] == [p.arch.code() for p in local.paths(1, 2)]
+
+
+def test_progressive_shrinking_widens_depth_then_width_by_epoch():
+    from supernet.samplers import ProgressiveSampler, build_schedule, shrunk_space
+
+    released = get_space("released")
+    assert shrunk_space(released, 0, 0).size() == 1  # only the largest subnet
+    s = shrunk_space(released, 2, 1)
+    assert s.depth_ranges == ((3, 5), (3, 5), (6, 8), (3, 5)) and s.stage_digits == (2, 2, 2, 2) and s.stem_digits == 2
+    assert shrunk_space(released, 10, 10) == replace(released, name=shrunk_space(released, 10, 10).name)
+
+    sched = build_schedule({"strategy": "uniform", "num_random": 3, "progressive":
+                            {"depth_epochs": [1, 2], "width_epochs": [3]}}, seed=5)
+    for epoch, (depth, width) in enumerate([(0, 0), (1, 0), (2, 0), (2, 1)]):
+        allowed = shrunk_space(released, depth, width)
+        paths = [p for step in range(20) for p in sched.paths(epoch, step)]
+        assert all(allowed.contains(p.arch) for p in paths), epoch
+        assert {p.arch for p in paths if p.kind == "max"} == {released.max_arch()}
+        assert {p.arch for p in paths if p.kind == "min"} == {allowed.min_arch()}
+        if depth:  # the relaxed bound is reached
+            assert min(p.arch.depths[2] for p in paths) == 8 - depth
+    assert sched.paths(2, 7) == sched.paths(2, 7)  # a function of (seed, epoch, step): nothing to resume
+    with pytest.raises(KitError, match="progressive.depth_epochs must be ascending epochs >= 0"):
+        ProgressiveSampler(depth_epochs=[3, 1])
+    with pytest.raises(KitError, match="progressive shrinks the uniform sampler"):
+        build_schedule({"strategy": "large", "progressive": {"depth_epochs": [1]}}, seed=0)
