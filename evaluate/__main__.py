@@ -35,6 +35,7 @@ COMMON_FLAGS = [
     Flag("--checkpoint", "evaluate.checkpoint", str,
          "supernet training checkpoint (dict with 'model') or plain supernet state dict (.pdparams)"),
     Flag("--official", "evaluate.official", str, "the challenge's resnet48.pdparams, loaded into the supernet"),
+    Flag("--fewshot", "evaluate.fewshot", str, "a few-shot split's manifest.json: each code by its group's copy"),
     Flag("--archs", "evaluate.archs", str, "architecture list JSON ({id: {'arch': CODE, ...}})"),
     Flag("--calibration", "evaluate.calibration.mode", str, "BN statistics: none | recalibrate"),
     Flag("--calib_batches", "evaluate.calibration.batches", int, "calibration batches K"),
@@ -80,13 +81,13 @@ def check_codes(entries, source):
                        f"  {shown}{more}")
 
 
-def run_settings(cfg, weights_path):
+def run_settings(cfg):
     """What decides the numbers in a results directory (pinned by its manifest)."""
-    from evaluate.inputs import calibration_settings, eval_settings, file_sha256, weights_source
+    from evaluate.inputs import calibration_settings, eval_settings, file_sha256, weight_files, weights_source
 
     kind, _ = weights_source(cfg)
     return {
-        "weights": {"kind": kind, "sha256": file_sha256(weights_path),
+        "weights": {"kind": kind, "sha256": "+".join(file_sha256(p) for p in weight_files(cfg)),
                     **({"reorder": bool(get(cfg, "evaluate.reorder", True))} if kind == "official" else {})},
         "model": net_spec(cfg).to_dict(),
         "eval": eval_settings(cfg),
@@ -112,16 +113,37 @@ def evaluate_pending(cfg, store, pending, share_size, rank, world, device):
     from tqdm import tqdm
 
     from evaluate.evaluator import SubnetEvaluator, amp_dtype
-    from evaluate.inputs import build_calibration_batches, build_eval_set, load_supernet
+    from evaluate.inputs import (
+        build_calibration_batches,
+        build_eval_set,
+        fewshot_weights,
+        load_supernet,
+        weights_source,
+    )
+    from supernet.fewshot import route
 
     t0 = time.perf_counter()
     on_gpu = device.startswith("gpu")
     amp = amp_dtype(get(cfg, "evaluate.amp"), device)
-    model = load_supernet(cfg)
+    kind, path = weights_source(cfg)
+    groups, weights = fewshot_weights(path) if kind == "fewshot" else ([], {})
     eval_set = build_eval_set(cfg, on_gpu)
     calib = build_calibration_batches(cfg)
     mode = get(cfg, "evaluate.calibration.mode")
-    evaluator = SubnetEvaluator(model, eval_set, get(cfg, "evaluate.batch_size"), mode, calib, amp)
+    evaluators = {}  # one supernet, or one per few-shot group (loaded when its first code comes)
+
+    def evaluator_for(code):
+        group = route(groups, code).name if groups else None
+        if group not in evaluators:
+            model = load_supernet(cfg, weights[group] if groups else None)
+            evaluators[group] = SubnetEvaluator(model, eval_set, get(cfg, "evaluate.batch_size"), mode, calib, amp)
+        return evaluators[group]
+
+    def seconds():
+        return (sum(e.calibration_seconds for e in evaluators.values()),
+                sum(e.eval_seconds for e in evaluators.values()))
+
+    images_per_subnet = evaluator_for(pending[0].code).images_per_subnet
     _say(f"setup {time.perf_counter() - t0:.1f} s on {device}: {len(eval_set)} evaluation images "
          f"{list(eval_set.shape[1:])} ({'device' if eval_set.on_device else 'host'} cache), "
          f"calibration '{mode}' with {len(calib)} batches", rank)
@@ -134,19 +156,19 @@ def evaluate_pending(cfg, store, pending, share_size, rank, world, device):
     try:
         with store.open(rank):
             for chunk in _chunks(pending, get(cfg, "evaluate.ledger_chunk", 100)):
-                c0, e0 = evaluator.calibration_seconds, evaluator.eval_seconds
-                with ledger.phase("subnets", images=len(chunk) * evaluator.images_per_subnet,
+                c0, e0 = seconds()
+                with ledger.phase("subnets", images=len(chunk) * images_per_subnet,
                                   subnets=len(chunk)) as phase:
                     for entry in chunk:
-                        result = evaluator.evaluate(entry.code)
+                        result = evaluator_for(entry.code).evaluate(entry.code)
                         store.append({"id": entry.id, "code": entry.code, **result})
                         done += 1
                         if kill_after and done >= kill_after:
                             os.kill(os.getpid(), signal.SIGKILL)
                         bar.update(1)
                         bar.set_postfix_str(f"{60.0 * done / (time.perf_counter() - start):.1f} subnets/min")
-                    phase.extra.update(calibration_seconds=evaluator.calibration_seconds - c0,
-                                       eval_seconds=evaluator.eval_seconds - e0)
+                    c1, e1 = seconds()
+                    phase.extra.update(calibration_seconds=c1 - c0, eval_seconds=e1 - e0)
     finally:
         bar.close()
         ledger.close()
@@ -168,11 +190,18 @@ def cmd_run(args):
     from supernet.runtime import barrier, claim_run_folder, init_distributed, print_start_line, setup_device
 
     check_settings(cfg)
-    _, weights_path = weights_source(cfg)
+    kind, weights_path = weights_source(cfg)
+    if kind == "fewshot":  # every code has a group, every group its weights, before anything runs
+        from evaluate.inputs import fewshot_weights
+        from supernet.fewshot import route
+
+        groups, _ = fewshot_weights(weights_path)
+        for e in entries:
+            route(groups, e.code)
     rank, world = init_distributed()
     claim_run_folder(out)  # one writer per results directory (rank 0 holds it for the whole run)
     store = ResultsStore(out, entries)
-    store.check_manifest(run_settings(cfg, weights_path))
+    store.check_manifest(run_settings(cfg))
     dropped = store.repair(rank)
     if dropped:
         print(f"rank {rank}: dropped a torn last record ({dropped} bytes) from {store.shard_path(rank)}",

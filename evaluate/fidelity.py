@@ -23,7 +23,7 @@ from .inputs import build_calibration_batches, build_eval_set, calibration_setti
 
 METRICS = ("top1", "top5", "loss")
 FIXED_SECTIONS = ("model", "device")
-FIXED_KEYS = ("evaluate.checkpoint", "evaluate.official", "evaluate.archs", "evaluate.fidelity")
+FIXED_KEYS = ("evaluate.checkpoint", "evaluate.official", "evaluate.fewshot", "evaluate.archs", "evaluate.fidelity")
 
 
 def sample_entries(entries, n, seed):

@@ -55,30 +55,59 @@ def check_settings(cfg):
         positive_int("evaluate.calibration.batch_size")
 
 
+WEIGHT_FLAGS = {"checkpoint": "--checkpoint", "official": "--official", "fewshot": "--fewshot"}
+
+
 def weights_source(cfg):
-    """('checkpoint' | 'official', path) from evaluate.checkpoint / evaluate.official (exactly one)."""
-    ckpt, official = get(cfg, "evaluate.checkpoint", None), get(cfg, "evaluate.official", None)
-    if bool(ckpt) == bool(official):
-        raise KitError("give exactly one of --checkpoint (a supernet training checkpoint or state dict) and "
-                       "--official (the challenge's resnet48.pdparams)" + (", not both" if ckpt else ""))
-    kind, path = ("checkpoint", ckpt) if ckpt else ("official", official)
+    """('checkpoint' | 'official' | 'fewshot', path) from evaluate.checkpoint / .official / .fewshot
+    (exactly one)."""
+    given = [(kind, get(cfg, f"evaluate.{kind}", None)) for kind in WEIGHT_FLAGS]
+    given = [(kind, path) for kind, path in given if path]
+    if len(given) != 1:
+        raise KitError("give exactly one of --checkpoint (a supernet training checkpoint or state dict), "
+                       "--official (the challenge's resnet48.pdparams) and --fewshot (a few-shot split's "
+                       "manifest.json)" + (", not several" if given else ""))
+    kind, path = given[0]
     if not os.path.isfile(path):
-        raise KitError(f"{'--checkpoint' if kind == 'checkpoint' else '--official'} {path} does not exist")
+        raise KitError(f"{WEIGHT_FLAGS[kind]} {path} does not exist")
     return kind, path
 
 
-def load_supernet(cfg):
+def fewshot_weights(manifest):
+    """(groups, {group: weights path}) of a few-shot split whose every copy has been fine-tuned."""
+    from supernet.fewshot import finetune_command, read_manifest
+
+    groups, weights = read_manifest(manifest)
+    missing = [g for g in groups if not os.path.isfile(weights[g.name])]
+    if missing:
+        root = os.path.dirname(os.path.abspath(manifest))
+        raise KitError(f"few-shot groups without fine-tuned weights ({', '.join(g.name for g in missing)}): "
+                       f"expected {weights[missing[0].name]}; fine-tune with e.g. "
+                       f"{finetune_command('CONFIG', root, missing[0])}")
+    return groups, weights
+
+
+def weight_files(cfg):
+    """Every file the configured weights are read from (hashed into a results manifest)."""
+    kind, path = weights_source(cfg)
+    return [path] + (list(fewshot_weights(path)[1].values()) if kind == "fewshot" else [])
+
+
+def load_supernet(cfg, checkpoint=None):
     """A ResNet48Supernet under the config's model spec, holding the configured weights, in eval mode.
 
     --checkpoint takes a training checkpoint (a dict whose 'model' entry is the state dict, as
     supernet/checkpoint.py saves it) or a plain supernet state dict (.pdparams); --official
     takes the challenge's largest-subnet checkpoint, whose keys name the supernet's tensors.
+    `checkpoint` (a path) overrides the config: a few-shot group's copy.
     """
     from supernet import ResNet48Supernet
     from supernet.checkpoint import load_checkpoint, load_model_state
     from supernet.pretrained import load_official_resnet48
 
-    kind, path = weights_source(cfg)
+    kind, path = ("checkpoint", checkpoint) if checkpoint else weights_source(cfg)
+    if kind == "fewshot":
+        raise KitError("a few-shot split holds one supernet per group: load each with load_supernet(cfg, PATH)")
     model = ResNet48Supernet(net_spec(cfg))
     if kind == "official":
         load_official_resnet48(model, path, reorder=bool(get(cfg, "evaluate.reorder", True)))

@@ -29,6 +29,20 @@ def step_rng(seed, epoch, step):
     return np.random.default_rng([int(seed), int(epoch), int(step)])
 
 
+def restricted_space(space, depth_ranges):
+    """`space` with each stage's depths limited to `depth_ranges[s]` = [lo, hi] (a few-shot group)."""
+    from dataclasses import replace
+
+    space = get_space(space)
+    ranges = [tuple(int(v) for v in r) for r in depth_ranges] if isinstance(depth_ranges, (list, tuple)) else None
+    if ranges is None or len(ranges) != 4 or any(len(r) != 2 or not lo <= r[0] <= r[1] <= hi
+                                                  for r, (lo, hi) in zip(ranges, space.depth_ranges, strict=True)):
+        raise KitError(f"supernet.sampler.depth_ranges must be 4 [lo, hi] pairs within "
+                       f"{[list(r) for r in space.depth_ranges]}, got {depth_ranges!r}")
+    return replace(space, name=f"{space.name}-depths-{'-'.join(f'{lo}{hi}' for lo, hi in ranges)}",
+                   depth_ranges=tuple(ranges))
+
+
 class UniformSampler:
     """Uniform over the codes of a space (or, with depth_uniform, uniform depth per stage first)."""
 
@@ -174,6 +188,10 @@ def build_schedule(section, seed, spec: NetSpec = DEFAULT_SPEC, resolution=None)
         get_space(space)
     except ValueError as e:
         raise KitError(f"supernet.sampler.space: {e}") from None
+    if section.get("depth_ranges") is not None:  # a few-shot group's codes only
+        if strategy == "list":
+            raise KitError("supernet.sampler.depth_ranges restricts a space; strategy 'list' samples a list")
+        space = restricted_space(space, section["depth_ranges"])
     progressive = section.get("progressive")
     if progressive:
         if strategy != "uniform":

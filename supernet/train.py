@@ -115,10 +115,11 @@ def check_values(cfg):
     amp_dtype(sn.get("amp"), "cpu")
     optim_section(sn)
     init = sn.get("init", "random")
-    if init not in ("random", "official"):
-        raise C.ConfigError(f"supernet.init must be 'random' or 'official', got {init!r}")
-    if init == "official" and not sn.get("pretrained"):
-        raise C.ConfigError("supernet.init=official needs supernet.pretrained (path of resnet48.pdparams)")
+    if init not in ("random", "official", "supernet"):
+        raise C.ConfigError(f"supernet.init must be 'random', 'official' or 'supernet', got {init!r}")
+    if init != "random" and not sn.get("pretrained"):
+        raise C.ConfigError(f"supernet.init={init} needs supernet.pretrained (path of "
+                            f"{'resnet48.pdparams' if init == 'official' else 'supernet weights'})")
     image_dir = C.get(cfg, "data.image_dir", None)
     if isinstance(image_dir, str) and not image_dir.strip():
         raise C.ConfigError("data.image_dir is empty: give the image directory (--image_dir DIR) or leave it out")
@@ -386,6 +387,12 @@ class Trainer:
         if sn.get("init", "random") == "random":  # check_values refused any other value but 'official'
             if sn.get("zero_init_residual", False):
                 self.model.zero_init_residual()
+            return
+        if sn["init"] == "supernet":  # a trained supernet's weights, e.g. a few-shot group's copy
+            from .checkpoint import load_checkpoint, load_model_state
+
+            state = load_checkpoint(sn["pretrained"])
+            load_model_state(self.model, state.get("model", state), source=f"supernet.pretrained {sn['pretrained']}")
             return
         from .pretrained import load_official_resnet48
 

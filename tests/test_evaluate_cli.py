@@ -123,7 +123,9 @@ def test_changed_settings_in_the_same_directory_are_refused(setup, reference, ca
     rc = main(["run", "--config", setup["config"], "--checkpoint", setup["ckpt"], "--archs", setup["archs"],
                "--out", str(out), "--calibration", "none"])
     assert rc == 1
-    assert "holds results computed with other settings (calibration: was" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds results computed with other settings (" in err and "{" not in err  # leaves, not sections
+    assert "calibration.mode: was 'recalibrate', now 'none'" in err
 
 
 def test_invalid_codes_are_all_reported_before_any_work(setup, tmp_path, capsys):
@@ -159,7 +161,9 @@ def test_weights_must_be_given_exactly_once(setup, tmp_path, capsys):
     assert main(base) == 1
     assert "give exactly one of --checkpoint" in capsys.readouterr().err
     assert main(base + ["--checkpoint", setup["ckpt"], "--official", setup["ckpt"]]) == 1
-    assert "not both" in capsys.readouterr().err
+    assert "not several" in capsys.readouterr().err
+    assert main(base + ["--fewshot", setup["ckpt"], "--official", setup["ckpt"]]) == 1
+    assert "and --fewshot (a few-shot split's manifest.json), not several" in capsys.readouterr().err
     assert main(base + ["--checkpoint", str(tmp_path / "nope.pdparams")]) == 1
     assert f"--checkpoint {tmp_path / 'nope.pdparams'} does not exist" in capsys.readouterr().err
 

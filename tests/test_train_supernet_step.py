@@ -161,3 +161,20 @@ def test_plain_cross_entropy_when_distillation_is_off(image_dir, tmp_path):
         expected.append(smoothed_ce(t.model(x).numpy(), y.numpy().reshape(-1), 0.0))
     values, _ = run_step_capturing_grads(t, x, y, paths)
     np.testing.assert_allclose(values, expected, rtol=1e-4)
+
+
+def test_supernet_initialisation_and_a_groups_depth_ranges(image_dir, tmp_path):
+    """A few-shot group's fine-tuning: the source supernet's weights, paths only from the group."""
+    from supernet.model import ResNet48Supernet
+
+    base = trainer(image_dir, tmp_path)
+    paddle.seed(11)
+    source = ResNet48Supernet(base.spec)
+    path = str(tmp_path / "init.pdparams")
+    paddle.save(source.state_dict(), path)
+    t = trainer(image_dir, tmp_path / "group", "supernet.init=supernet", f"supernet.pretrained={path}",
+                "supernet.sampler.depth_ranges=[[2,5],[2,5],[2,4],[2,5]]")
+    for (n, p), q in zip(t.model.state_dict().items(), source.state_dict().values(), strict=True):
+        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
+    depths = {p.arch.depths[2] for step in range(10) for p in t.schedule.paths(0, step)}
+    assert depths <= {2, 3, 4} and len(depths) > 1
