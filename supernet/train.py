@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 
-from encoding import KitError, atomic_write_text
+from encoding import KitError, atomic_write_text, costs
 from encoding.atomic import atomic_write_bytes
 from encoding.config_file import differences
 from encoding.errors import error_message, failing_to
@@ -76,6 +76,28 @@ def section(cfg):
         return C.get(cfg, "supernet")
     except C.ConfigError:
         raise C.ConfigError("config has no 'supernet:' section (see configs/demo.yaml)") from None
+
+
+RANK_KEYS = ("weight", "schedule", "ramp_epochs", "max_weight", "margin", "cost")
+
+
+def rank_loss_settings(section):
+    """`supernet.loss.rank` checked and completed; weight 0 (the default) turns the rank loss off."""
+    from .losses import rank_loss_weight
+
+    section = dict(section or {})
+    unknown = sorted(set(section) - set(RANK_KEYS))
+    if unknown:
+        raise C.ConfigError(f"unknown supernet.loss.rank keys {unknown}; known: {list(RANK_KEYS)}")
+    out = {"weight": float(section.get("weight") or 0.0), "schedule": section.get("schedule") or "constant",
+           "ramp_epochs": float(section.get("ramp_epochs") or 1.0), "max_weight": section.get("max_weight"),
+           "margin": float(section.get("margin") or 0.0), "cost": section.get("cost") or "macs"}
+    if out["cost"] not in ("macs", "params"):
+        raise C.ConfigError(f"supernet.loss.rank.cost must be macs or params, got {out['cost']!r}")
+    if out["margin"] < 0:
+        raise C.ConfigError(f"supernet.loss.rank.margin must be >= 0, got {out['margin']}")
+    rank_loss_weight(0, out["weight"], out["schedule"], out["ramp_epochs"], out["max_weight"])  # refuses bad values
+    return out
 
 
 def optim_section(sn):
@@ -360,9 +382,11 @@ class Trainer:
         self.smoothing = float(loss.get("label_smoothing", 0.0) or 0.0)
         self.temperature = float(loss.get("temperature", 1.0))
         self.inplace = bool(loss.get("inplace_distill", True)) and self.teacher is None
+        self.rank = rank_loss_settings(loss.get("rank"))
+        self.rank_log = {}  # the last step's rank-loss weight and value, logged with the step
 
-        self.schedule = build_schedule(sn.get("sampler") or {}, self.seed, self.spec,
-                                       resolution=C.get(cfg, "data.resolution", None))
+        self.resolution = C.get(cfg, "data.resolution", None)
+        self.schedule = build_schedule(sn.get("sampler") or {}, self.seed, self.spec, resolution=self.resolution)
         if self.inplace and not self.schedule.sandwich:
             raise KitError("in-place distillation needs the max path as teacher: set supernet.sampler.sandwich=true "
                            "or supernet.loss.inplace_distill=false")
@@ -424,9 +448,12 @@ class Trainer:
 
     def train_step(self, x, y, paths, global_step):
         """Forward/backward every path, reduce, check, step. Returns per-path losses (floats)."""
-        from .losses import distillation_loss, smoothed_cross_entropy
+        from .losses import distillation_loss, pairwise_rank_loss, rank_loss_weight, smoothed_cross_entropy
 
         paddle = self.paddle
+        r = self.rank
+        weight = rank_loss_weight(self.epoch, r["weight"], r["schedule"], r["ramp_epochs"], r["max_weight"])
+        joint, ces = weight > 0, []  # with the rank loss, one backward of the sum over paths
         teacher_logits = None
         if self.teacher is not None:
             with paddle.no_grad():
@@ -449,8 +476,20 @@ class Trainer:
                     loss = loss * float("nan")
                 if path.kind == "max":
                     max_logits = logits.detach()  # the teacher of the paths after it
+                if joint:
+                    ces.append(smoothed_cross_entropy(logits, y, 0.0))
+                    losses.append(loss)
+                    continue
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             losses.append(loss.detach())
+        if joint:
+            params, macs = costs([p.arch for p in paths], self.spec, self.resolution)
+            rank_loss = pairwise_rank_loss(ces, (macs if r["cost"] == "macs" else params).tolist(), r["margin"])
+            with no_sync():
+                total = paddle.add_n(losses) + weight * rank_loss
+                (self.scaler.scale(total) if self.scaler is not None else total).backward()
+            losses = [v.detach() for v in losses]
+            self.rank_log = {"rank_weight": weight, "rank_loss": rank_loss.item()}
         values = paddle.stack(losses).astype("float32")
         if self.world > 1:
             from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
@@ -618,7 +657,7 @@ class Trainer:
                             ips = n_last / max(now - t_last, 1e-9)
                             t_last, n_last = now, 0
                             log.write({"type": "step", "time": time.time(), "epoch": epoch + 1, "step": done_steps,
-                                       "global_step": global_step, "lr": lr, "loss": by_kind,
+                                       "global_step": global_step, "lr": lr, "loss": by_kind, **self.rank_log,
                                        "images_per_s": ips, "codes": [p.arch.code() for p in paths]})
                             for k, v in by_kind.items():
                                 scalars.add(f"loss/{k}", v, global_step)

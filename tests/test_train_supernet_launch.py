@@ -61,7 +61,9 @@ def test_demo_config_trains_20_steps_through_the_launcher(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_keep_identical_parameters(tmp_path):
+@pytest.mark.parametrize("extra", [(), ("supernet.loss.rank.weight=1.0", "supernet.loss.rank.margin=0.1")],
+                         ids=["plain", "rank-loss"])
+def test_two_gloo_ranks_keep_identical_parameters(tmp_path, extra):
     import paddle
 
     if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
@@ -74,13 +76,15 @@ def test_two_gloo_ranks_keep_identical_parameters(tmp_path):
             os.path.join(ROOT, "configs", "demo.yaml"),
             *tiny_overrides(images, out, "supernet.epochs=1", "supernet.sampler.sandwich=false",
                             "supernet.sampler.num_random=2", "supernet.loss.inplace_distill=false",
-                            "supernet.checkpoint.every_steps=1")]
+                            "supernet.checkpoint.every_steps=1", *extra)]
     proc = run_script(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ckpts = records(out, "checkpoint")
     assert [c["global_step"] for c in ckpts] == [1, 2, 3, 4]  # 64 images / global batch 16
     assert all(c["ranks"] == 2 for c in ckpts)  # each compared both ranks' parameter fingerprints
     assert len({c["params_digest"] for c in ckpts}) == 4  # and the parameters moved every step
+    steps = records(out, "step")
+    assert all(("rank_loss" in s) == bool(extra) for s in steps) and steps
     for rank in (0, 1):
         assert os.path.isfile(os.path.join(out, "launch_logs", f"workerlog.{rank}"))
     from evaluate.ledger import summarize_files

@@ -10,6 +10,7 @@ import paddle.nn.functional as F
 import pytest
 from test_train_supernet import DEMO, make_image_folder, tiny_overrides
 
+from encoding import KitError
 from supernet.samplers import Path
 
 
@@ -178,3 +179,40 @@ def test_supernet_initialisation_and_a_groups_depth_ranges(image_dir, tmp_path):
         np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
     depths = {p.arch.depths[2] for step in range(10) for p in t.schedule.paths(0, step)}
     assert depths <= {2, 3, 4} and len(depths) > 1
+
+
+def test_rank_loss_step_adds_the_weighted_hinge_of_the_paths_cross_entropies(image_dir, tmp_path):
+    from encoding import costs
+
+    t = trainer(image_dir, tmp_path, "supernet.zero_init_residual=false", "supernet.loss.label_smoothing=0",
+                "supernet.loss.rank.weight=0.5", "supernet.loss.rank.margin=0.05", "supernet.sampler.num_random=2")
+    x, y = first_batch(t)
+    paths = t.schedule.paths(0, 0)
+    _, macs = costs([p.arch for p in paths], t.spec, t.resolution)
+    assert len(set(macs.tolist())) == len(paths)
+    total, ces = None, []
+    for p in paths:  # independent route: numpy-free sum of the losses plus the hinge written out by pairs
+        t.model.set_active(p.arch)
+        ce = F.cross_entropy(t.model(x), y)
+        ces.append(ce)
+        total = ce if total is None else total + ce
+    pairs = [(i, j) for i in range(len(paths)) for j in range(len(paths)) if macs[i] > macs[j]]
+    hinge = sum(F.relu(ces[i] - ces[j] + 0.05) for i, j in pairs) / len(pairs)
+    (total + 0.5 * hinge).backward()
+    expected_grads = {n: p.grad.numpy().copy() for n, p in t.model.named_parameters() if p.grad is not None}
+    t.model.clear_gradients(set_to_zero=False)
+    values, grads = run_step_capturing_grads(t, x, y, paths)
+    np.testing.assert_allclose(values, [c.item() for c in ces], rtol=1e-5)
+    assert t.rank_log == {"rank_weight": 0.5, "rank_loss": pytest.approx(hinge.item(), rel=1e-5)}
+    for n in expected_grads:
+        scale = float(np.abs(expected_grads[n]).max())
+        np.testing.assert_allclose(grads[n], expected_grads[n], rtol=1e-3, atol=1e-5 * scale, err_msg=n)
+
+
+def test_rank_loss_settings_are_checked(image_dir, tmp_path):
+    from supernet.config import ConfigError
+
+    with pytest.raises(ConfigError, match="rank.cost must be macs or params"):
+        trainer(image_dir, tmp_path, "supernet.loss.rank.cost=flops")
+    with pytest.raises(KitError, match="schedule must be one of constant, linear"):
+        trainer(image_dir, tmp_path, "supernet.loss.rank.schedule=step")
