@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from encoding import Arch, ArchListError, KitError, NetSpec, costs, get_space, read_arch_list
+from encoding import Arch, ArchListError, KitError, NetSpec, costs, get_space, read_arch_list, widths
 
-STRATEGIES = ("uniform", "large", "list")
+STRATEGIES = ("uniform", "large", "list", "pool_top")
 DEFAULT_SPEC = NetSpec()
 
 
@@ -76,6 +76,38 @@ class LargeBiasedSampler(UniformSampler):
         candidates = [super(LargeBiasedSampler, self).draw(rng) for _ in range(self.pool)]
         _, macs = costs(candidates, self.spec, self.resolution)
         return candidates[int(np.argmax(macs))]  # first of equals: deterministic
+
+
+def channel_sum(arch, spec: NetSpec = DEFAULT_SPEC):
+    """Channels of every active conv: the stem plus conv1 and conv2 of every block."""
+    w = widths(arch, spec)
+    return w.stem + sum(c1 + c2 for stage in w.stages for c1, c2 in stage)
+
+
+class PoolTopSampler(UniformSampler):
+    """1st place's draw: `pool` uniform codes, of which the `keep` largest (by channel sum or MACs)
+    are the step's random paths."""
+
+    def __init__(self, space="released", depth_uniform=False, pool=400, keep=4, by="channels",
+                 spec: NetSpec = DEFAULT_SPEC, resolution=None):
+        super().__init__(space, depth_uniform)
+        if not 1 <= int(keep) <= int(pool):
+            raise KitError(f"pool_top sampler: need 1 <= keep <= pool, got keep {keep}, pool {pool}")
+        if by not in ("channels", "macs"):
+            raise KitError(f"pool_top sampler: pool_by must be channels or macs, got {by!r}")
+        self.pool, self.keep, self.by, self.spec, self.resolution = int(pool), int(keep), by, spec, resolution
+
+    def draw_uniform(self, rng) -> Arch:
+        return super().draw(rng)
+
+    def draw_many(self, rng):
+        candidates = [self.draw_uniform(rng) for _ in range(self.pool)]
+        if self.by == "macs":
+            size = costs(candidates, self.spec, self.resolution)[1]
+        else:
+            size = np.array([channel_sum(a, self.spec) for a in candidates])
+        order = np.argsort(-size, kind="stable")  # largest first; ties in draw order
+        return [candidates[i] for i in order[:self.keep]]
 
 
 class ListSampler:
@@ -147,15 +179,18 @@ class ProgressiveSampler:
 class PathSchedule:
     """The paths of every step: optionally max and min (the sandwich rule), then `num_random` draws."""
 
-    def __init__(self, sampler, num_random=2, sandwich=True, seed=0):
+    def __init__(self, sampler, num_random=2, sandwich=True, seed=0, extra_random_every=0):
         if int(num_random) < 0:
             raise KitError(f"num_random must be >= 0, got {num_random}")
-        if not sandwich and int(num_random) == 0:
+        if not sandwich and int(num_random) == 0 and not hasattr(sampler, "draw_many"):
             raise KitError("no paths to train: num_random is 0 and the sandwich rule is off")
+        if int(extra_random_every or 0) < 0:
+            raise KitError(f"extra_random_every must be >= 0, got {extra_random_every}")
         self.sampler = sampler
         self.num_random = int(num_random)
         self.sandwich = bool(sandwich)
         self.seed = int(seed)
+        self.extra_random_every = int(extra_random_every or 0)
 
     def paths(self, epoch, step):
         rng = step_rng(self.seed, epoch, step)
@@ -164,7 +199,12 @@ class PathSchedule:
         if self.sandwich:
             out.append(Path("max", sampler.largest()))
             out.append(Path("min", sampler.smallest()))
-        out.extend(Path("random", sampler.draw(rng)) for _ in range(self.num_random))
+        if hasattr(sampler, "draw_many"):  # pool_top: the pool's largest codes are the random paths
+            out.extend(Path("random", a) for a in sampler.draw_many(rng))
+        else:
+            out.extend(Path("random", sampler.draw(rng)) for _ in range(self.num_random))
+        if self.extra_random_every and (step + 1) % self.extra_random_every == 0:  # 1st place: every 3rd step
+            out.append(Path("random", getattr(sampler, "draw_uniform", sampler.draw)(rng)))
         return out
 
 
@@ -175,6 +215,8 @@ def build_schedule(section, seed, spec: NetSpec = DEFAULT_SPEC, resolution=None)
       uniform -> uniform over `space` (per-stage uniform depth first with `depth_uniform`)
       large   -> best of `large_pool` uniform draws by MACs (under the training spec/resolution)
       list    -> uniform over the codes of `arch_list`
+      pool_top -> the `pool_keep` largest (by `pool_by`: channels | macs) of `large_pool` uniform draws
+                 (1st place: 4 of 400 by channel sum); `extra_random_every` k adds a uniform path every k-th step
     sandwich: true adds the largest and smallest subnet first (of the space; of the list for
     'list'), the max path being the in-place distillation teacher.
     """
@@ -202,9 +244,13 @@ def build_schedule(section, seed, spec: NetSpec = DEFAULT_SPEC, resolution=None)
         sampler = UniformSampler(space, depth_uniform)
     elif strategy == "large":
         sampler = LargeBiasedSampler(space, depth_uniform, section.get("large_pool", 3), spec, resolution)
+    elif strategy == "pool_top":
+        sampler = PoolTopSampler(space, depth_uniform, section.get("large_pool", 400), section.get("pool_keep", 4),
+                                 section.get("pool_by", "channels"), spec, resolution)
     else:
         path = section.get("arch_list")
         if not path:
             raise KitError("sampler strategy 'list' needs supernet.sampler.arch_list (a challenge-format JSON)")
         sampler = ListSampler(path, space, spec, resolution)
-    return PathSchedule(sampler, section.get("num_random", 2), sandwich=section.get("sandwich", True), seed=seed)
+    return PathSchedule(sampler, section.get("num_random", 2), sandwich=section.get("sandwich", True), seed=seed,
+                        extra_random_every=section.get("extra_random_every", 0))

@@ -204,3 +204,29 @@ def test_progressive_shrinking_widens_depth_then_width_by_epoch():
         ProgressiveSampler(depth_epochs=[3, 1])
     with pytest.raises(KitError, match="progressive shrinks the uniform sampler"):
         build_schedule({"strategy": "large", "progressive": {"depth_epochs": [1]}}, seed=0)
+
+
+def test_pool_top_keeps_the_largest_of_the_pool_and_adds_a_path_every_third_step():
+    from encoding import widths
+    from supernet.samplers import UniformSampler, build_schedule, step_rng
+
+    sched = build_schedule({"strategy": "pool_top", "large_pool": 40, "pool_keep": 4, "sandwich": False,
+                            "extra_random_every": 3}, seed=9)
+    for step in range(6):
+        paths = sched.paths(1, step)
+        rng = step_rng(9, 1, step)  # the same draws, counted by hand
+        pool = [UniformSampler("released").draw(rng) for _ in range(40)]
+
+        def chans(a):
+            w = widths(a)
+            return w.stem + sum(sum(pair) for stage in w.stages for pair in stage)
+
+        top = sorted(range(40), key=lambda i: (-chans(pool[i]), i))[:4]
+        assert [p.arch for p in paths[:4]] == [pool[i] for i in top]
+        assert len(paths) == (5 if step in (2, 5) else 4)
+        if step in (2, 5):
+            assert paths[4].arch == UniformSampler("released").draw(rng)  # the next uniform draw
+    with pytest.raises(KitError, match="need 1 <= keep <= pool"):
+        build_schedule({"strategy": "pool_top", "large_pool": 3, "pool_keep": 4}, seed=0)
+    with pytest.raises(KitError, match="pool_by must be channels or macs"):
+        build_schedule({"strategy": "pool_top", "pool_by": "params"}, seed=0)
