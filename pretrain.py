@@ -51,6 +51,7 @@ import numpy as np
 
 from encoding import DOCUMENTED, ArchListError, KitError, costs, read_arch_list, run_reporting_errors
 from encoding.atomic import atomic_write_json
+from encoding.runlock import release
 from supernet import cpu_speed
 from supernet.config import Flag, add_flags, default_config, get, net_spec, resolve, set_key
 
@@ -257,13 +258,11 @@ def _resume_source(mode, ckpt_dir):
 
 
 def _clean_run_dir(out_dir, ckpt_dir, fresh):
-    """Remove temp files a killed run left; with a fresh start, also old checkpoints and results."""
+    """With a fresh start, remove old checkpoints and results (the temporary files a killed run
+    left went when the run folder was claimed)."""
     from supernet.checkpoint import list_checkpoints
     if not os.path.isdir(ckpt_dir):
         return
-    for name in os.listdir(ckpt_dir):
-        if name.startswith(".tmp-"):
-            os.unlink(os.path.join(ckpt_dir, name))
     if fresh:
         old = list_checkpoints(ckpt_dir, CHECKPOINT_PATTERN)
         for p in old:
@@ -306,6 +305,7 @@ def train_standalone(cfg, arch_id=None):
     from supernet.optim import build_optimizer
     from supernet.runtime import (
         barrier,
+        claim_run_folder,
         init_distributed,
         is_main,
         rng_state,
@@ -331,6 +331,7 @@ def train_standalone(cfg, arch_id=None):
     max_epoch = int(train["max_epoch"])
     out_dir = train["output"]
     ckpt_dir = os.path.join(out_dir, "checkpoints")
+    claim_run_folder(out_dir, sweep=("checkpoints",))  # one writer per run folder until it is done
 
     with _FileLog(os.path.join(out_dir, "train.log")):
         seed_everything(seed)
@@ -440,6 +441,7 @@ def train_standalone(cfg, arch_id=None):
                      os.path.join(out_dir, "result.json"))
             log.info(summary_line(ledger_summary))
         barrier()
+    release(out_dir)  # `gt` trains its runs one after another
     return result
 
 
@@ -513,7 +515,7 @@ def seeds_in_file(entry, where):
 
 
 def build_ground_truth(cfg):
-    from supernet.runtime import barrier, is_main, setup_device
+    from supernet.runtime import barrier, claim_run_folder, is_main, setup_device
 
     gt_cfg = cfg["train"]["gt"]
     if not gt_cfg.get("archs"):
@@ -530,6 +532,10 @@ def build_ground_truth(cfg):
     seed0 = int(cfg["train"].get("seed", 0))
     seeds = list(range(seed0, seed0 + repeat))
     setup_device(cfg)
+    # one writer per GT file (its runs are claimed one by one, so two seeds can train side by side)
+    name = os.path.basename(gt_path)
+    claim_run_folder(os.path.dirname(os.path.abspath(gt_path)), lock_name=f".{name}.lock", what=gt_path,
+                     temp_of=name)
 
     this_recipe = gt_recipe(cfg)
     ground = {}

@@ -17,7 +17,9 @@
 #             bash train_supernet.sh --master 10.0.0.1:8090 --nnodes 2 -- configs/imagenet.yaml ...
 #           (the checkpoint directory must be shared, or rank 0's copied, for resume.)
 # Launcher logs go to OUTPUT_DIR/launch_logs (OUTPUT_DIR = supernet.output_dir).
-# Rerunning the same command resumes from the newest checkpoint in OUTPUT_DIR.
+# Rerunning the same command resumes from the newest checkpoint in OUTPUT_DIR. One run writes an
+# OUTPUT_DIR at a time: a second one stops at once, naming the first's pid and host. Stop a run with
+# Ctrl-C or `kill PID` (this script's pid): its workers stop with it.
 #
 # Environment: PYTHON (default python3), GPUS, NPROC, LAUNCH_ARGS (word-split), OMP_NUM_THREADS
 # (default: this machine's cores / the processes started here).
@@ -41,7 +43,8 @@ if [[ -n "${LAUNCH_ARGS:-}" ]]; then
     launch_opts+=("${extra[@]}")
 fi
 
-# Output dir, CPU process count and device from the resolved config (no Paddle import).
+# Output dir, CPU process count and device from the resolved config (no Paddle import); bad values
+# and an OUTPUT_DIR another run is writing stop here, before the launcher starts.
 plan="$("${PY}" -m supernet.train --plan ${train_args[@]+"${train_args[@]}"})"
 eval "${plan}"
 
@@ -76,10 +79,71 @@ if [[ -z "${OMP_NUM_THREADS:-}" && -n "${procs}" ]]; then
         'from supernet.cpu_speed import default_threads; print(default_threads())')"
     export OMP_NUM_THREADS
 fi
-if ! has_opt --log_dir; then
-    launch_opts+=(--log_dir "${OUTPUT_DIR}/launch_logs")
+log_dir="${OUTPUT_DIR}/launch_logs"
+if has_opt --log_dir; then
+    for ((i = 0; i < ${#launch_opts[@]}; i++)); do
+        case "${launch_opts[$i]}" in
+            --log_dir=*) log_dir="${launch_opts[$i]#--log_dir=}" ;;
+            --log_dir) log_dir="${launch_opts[$((i + 1))]:-}" ;;
+        esac
+    done
+else
+    launch_opts+=(--log_dir "${log_dir}")
 fi
+
+# The launcher starts each worker in a session of its own: a signal to this script or its process
+# group never reaches them. So the launcher runs in the background and INT/TERM/HUP are passed on
+# to it and to every worker's process group; what is left after 15 s is killed.
+launcher=""
+children() {  # pids whose parent is $1 (from /proc: procps may be missing)
+    local stat line fields
+    for stat in /proc/[0-9]*/stat; do
+        { line="$(< "${stat}")"; } 2>/dev/null || continue
+        read -r -a fields <<< "${line##*) }"
+        [[ "${fields[1]:-}" == "$1" ]] && echo "${stat//[^0-9]/}"
+    done
+    return 0
+}
+stop_run() {  # $1 signal name, $2 exit status
+    trap '' INT TERM HUP
+    echo "train_supernet.sh: SIG$1: stopping the launcher and its workers" >&2
+    local workers="" w t alive
+    if [[ -n "${launcher}" ]]; then
+        workers="$(children "${launcher}")"
+        kill -TERM "${launcher}" 2>/dev/null || true
+    fi
+    for w in ${workers}; do kill -TERM -- "-${w}" 2>/dev/null || kill -TERM "${w}" 2>/dev/null || true; done
+    for ((t = 0; t < 150; t++)); do
+        alive=0
+        for w in ${launcher} ${workers}; do kill -0 "${w}" 2>/dev/null && alive=1; done
+        [[ "${alive}" == 0 ]] && break
+        sleep 0.1
+    done
+    for w in ${workers}; do kill -KILL -- "-${w}" 2>/dev/null || true; done
+    [[ -z "${launcher}" ]] || kill -KILL "${launcher}" 2>/dev/null || true
+    echo "train_supernet.sh: stopped; rerun the same command to resume from the last checkpoint in ${OUTPUT_DIR}" >&2
+    exit "$2"
+}
+trap 'stop_run INT 130' INT
+trap 'stop_run TERM 143' TERM
+trap 'stop_run HUP 129' HUP
 
 mkdir -p "${OUTPUT_DIR}"
 echo "train_supernet.sh: OMP_NUM_THREADS=${OMP_NUM_THREADS:-} ${PY} -m paddle.distributed.launch ${launch_opts[*]} ${PY} -u -m supernet.train ${train_args[*]-}" >&2
-exec "${PY}" -m paddle.distributed.launch "${launch_opts[@]}" "${PY}" -u -m supernet.train ${train_args[@]+"${train_args[@]}"}
+echo "train_supernet.sh: stop the run with Ctrl-C or kill $$ (its workers stop with it); rerunning the same command resumes it" >&2
+"${PY}" -m paddle.distributed.launch "${launch_opts[@]}" "${PY}" -u -m supernet.train ${train_args[@]+"${train_args[@]}"} &
+launcher=$!
+status=0
+wait "${launcher}" || status=$?
+if [[ "${status}" -ne 0 ]]; then
+    # The workers' own messages are in their logs, above them the launcher's: end on the fatal one.
+    error=""
+    for log in "${log_dir}/workerlog.0" "${log_dir}"/workerlog.*; do
+        [[ -f "${log}" ]] || continue
+        error="$(grep -a '^error: ' "${log}" | tail -n 1 || true)"
+        [[ -n "${error}" ]] && break
+    done
+    echo "train_supernet.sh: the launcher exited with status ${status} (worker logs: ${log_dir})" >&2
+    [[ -n "${error}" ]] && echo "${error}" >&2
+    exit "${status}"
+fi

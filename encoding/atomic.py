@@ -4,6 +4,10 @@ import json
 import os
 import tempfile
 
+from .errors import failing_to
+
+TMP_PREFIX = ".tmp-"  # temporary files of atomic_replace: `.tmp-XXXXXXXX-<name>` beside `<name>`
+
 
 def _default_mode():
     mask = os.umask(0)
@@ -33,20 +37,42 @@ def atomic_replace(path, write):
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)
-    os.fchmod(fd, _default_mode())  # mkstemp makes 0600 files; results should be as readable as open()'s
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with failing_to("write", path):  # an OSError names the file, not its temporary
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix="-" + os.path.basename(path), dir=directory)
+        os.fchmod(fd, _default_mode())  # mkstemp makes 0600 files; results should be as readable as open()'s
+        os.close(fd)
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
     _fsync_dir(directory)
+
+
+def sweep_temp_files(*folders, target=None):
+    """Remove the temporary files a killed `atomic_replace` left directly in `folders` (only those
+    of the file named `target`, when given); return their paths. Call it only while owning the
+    folders (encoding.runlock): a live writer's temporary would vanish under it."""
+    removed = []
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            if name.startswith(TMP_PREFIX) and (target is None or name.endswith("-" + target)):
+                path = os.path.join(folder, name)
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path, data: bytes):

@@ -15,7 +15,9 @@ class ConfigError(KitError):
     """A config file or override is malformed or names an unknown key."""
 
 
-def load_yaml(path):
+def load_yaml(path, base=None):
+    """The config at `path` merged over its `base:` (itself loaded the same way); `base` given here
+    replaces the file's own (a path as the caller sees it, e.g. a recipe laid over the demo)."""
     import yaml  # here, so `import encoding` stays numpy-only
 
     path = os.fspath(path)
@@ -30,10 +32,11 @@ def load_yaml(path):
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at top level")
-    base = data.pop("base", None)
+    own = data.pop("base", None)
     if base:
-        parent = load_yaml(os.path.join(os.path.dirname(os.path.abspath(path)), base))
-        data = merge(parent, data)
+        data = merge(load_yaml(base), data)
+    elif own:
+        data = merge(load_yaml(os.path.join(os.path.dirname(os.path.abspath(path)), own)), data)
     return data
 
 
@@ -46,3 +49,21 @@ def merge(base, override):
         else:
             out[k] = copy.deepcopy(v)
     return out
+
+
+def flatten(mapping, prefix=""):
+    """{'a': {'b': 1}} -> {'a.b': 1}: a nested mapping's leaves under dotted keys."""
+    out = {}
+    for k, v in mapping.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def differences(old, new):
+    """The leaves where two nested mappings differ, as 'key: was OLD, now NEW' (None where absent),
+    so a refusal names the settings that changed instead of printing whole sections."""
+    a, b = flatten(old or {}), flatten(new or {})
+    return [f"{k}: was {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

@@ -18,6 +18,8 @@ import os
 
 from encoding import KitError
 from encoding.atomic import atomic_write_text
+from encoding.config_file import differences
+from encoding.errors import failing_to
 
 RESULT_KEYS = ("id", "code", "top1", "top5", "loss", "calibration", "seconds")
 SHARD_GLOB = "shard-*.jsonl"
@@ -118,14 +120,10 @@ class ResultsStore:
             if old.get("list_sha256") != manifest["list_sha256"]:
                 raise ResultsStoreError(f"{self.out_dir} holds results of a different architecture list "
                                         f"({old.get('count')} codes); use another --out directory")
-            old_settings = old.get("settings", {})
-            changed = sorted(k for k in set(old_settings) | set(settings)
-                             if old_settings.get(k) != manifest["settings"].get(k))
+            changed = differences(old.get("settings", {}), manifest["settings"])
             if changed:
-                diffs = "; ".join(f"{k}: was {old_settings.get(k)!r}, now {manifest['settings'].get(k)!r}"
-                                  for k in changed)
-                raise ResultsStoreError(f"{self.out_dir} holds results computed with other settings ({diffs}); "
-                                        f"use another --out directory or restore the settings")
+                raise ResultsStoreError(f"{self.out_dir} holds results computed with other settings "
+                                        f"({'; '.join(changed)}); use another --out directory or restore the settings")
             return
         atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
@@ -183,9 +181,10 @@ class ResultsStore:
         if self._file is None:
             raise RuntimeError("ResultsStore.append before open()")
         line = json.dumps({k: record[k] for k in RESULT_KEYS}) + "\n"
-        self._file.write(line.encode("utf-8"))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with failing_to("append a result to", self._file.name):
+            self._file.write(line.encode("utf-8"))
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
     def close(self):
         if self._file is not None:

@@ -157,6 +157,9 @@ _initialised = False
 def init_distributed():
     """Join the process group when launched with more than one rank; return (rank, world_size)."""
     global _initialised
+    from encoding.runlock import exit_with_launcher
+
+    exit_with_launcher()  # a launcher killed by SIGKILL takes its workers with it
     n = world_size()
     if n > 1 and not _initialised:
         dist.init_parallel_env()
@@ -167,6 +170,31 @@ def init_distributed():
 def barrier():
     if world_size() > 1:
         dist.barrier()
+
+
+def claim_run_folder(folder, sweep=(), lock_name=None, what=None, temp_of=None):
+    """Make this run the folder's only writer: rank 0 locks it for the life of the process
+    (encoding.runlock) and removes the temporary files a killed writer left in `folder` and its
+    `sweep` subfolders (only those of the file `temp_of`, when given). Every rank then learns
+    whether rank 0 could, so a refused run stops on all ranks at once instead of waiting in a
+    collective. Call after `init_distributed`."""
+    from encoding.atomic import sweep_temp_files
+    from encoding.runlock import LOCK_NAME, acquire
+
+    error = None
+    if is_main():
+        try:
+            acquire(folder, lock_name or LOCK_NAME, what)
+            sweep_temp_files(folder, *(os.path.join(folder, sub) for sub in sweep), target=temp_of)
+        except (KitError, OSError) as e:
+            error = e
+    if world_size() > 1:
+        failed = paddle.to_tensor([0 if error is None else 1], dtype="int64")
+        dist.all_reduce(failed)
+        if error is None and int(failed.item()):
+            raise KitError(f"rank 0 could not take {what or folder} (its log says why)")
+    if error is not None:
+        raise error
 
 
 def unwrap(model):
