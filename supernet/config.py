@@ -89,12 +89,14 @@ def apply_flags(cfg, args, flags):
 
 
 def resolve(path, args=None, flags=(), overrides=()):
-    """Load `path`, then apply flags, then `key=value` overrides (last wins), then fill the
-    evaluation keys left null from `evaluate.protocol` (see `apply_protocol`)."""
-    cfg = load_yaml(path)
+    """Load `path` (over `base=PATH` when an override gives one: e.g. a recipe at demo size), then
+    apply flags, then `key=value` overrides (last wins), then fill the evaluation keys left null
+    from `evaluate.protocol` (see `apply_protocol`)."""
+    bases = [o.split("=", 1)[1] for o in overrides or () if o.startswith("base=")]
+    cfg = load_yaml(path, base=bases[-1] if bases else None)  # base=PATH: lay the file over another config
     if args is not None:
         cfg = apply_flags(cfg, args, flags)
-    return apply_protocol(apply_overrides(cfg, overrides))
+    return apply_protocol(apply_overrides(cfg, [o for o in overrides or () if not o.startswith("base=")]))
 
 
 def apply_protocol(cfg, force=()):

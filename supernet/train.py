@@ -382,7 +382,7 @@ class Trainer:
         self.smoothing = float(loss.get("label_smoothing", 0.0) or 0.0)
         self.temperature = float(loss.get("temperature", 1.0))
         self.inplace = bool(loss.get("inplace_distill", True)) and self.teacher is None
-        self.rank = rank_loss_settings(loss.get("rank"))
+        self.rank_loss = rank_loss_settings(loss.get("rank"))
         self.rank_log = {}  # the last step's rank-loss weight and value, logged with the step
 
         self.resolution = C.get(cfg, "data.resolution", None)
@@ -451,7 +451,7 @@ class Trainer:
         from .losses import distillation_loss, pairwise_rank_loss, rank_loss_weight, smoothed_cross_entropy
 
         paddle = self.paddle
-        r = self.rank
+        r = self.rank_loss
         weight = rank_loss_weight(self.epoch, r["weight"], r["schedule"], r["ramp_epochs"], r["max_weight"])
         joint, ces = weight > 0, []  # with the rank loss, one backward of the sum over paths
         teacher_logits = None

@@ -162,7 +162,7 @@ def test_bad_settings_are_reported_before_training(image_dir, tmp_path):
         (("supernet.sampler.sandwich=false", "supernet.loss.inplace_distill=true"), KitError,
          "in-place distillation needs the max path"),
         (("supernet.sampler.strategy=sandwich",), KitError, "unknown sampler strategy 'sandwich'"),
-        (("supernet.init=imagenet",), ConfigError, "supernet.init must be 'random' or 'official'"),
+        (("supernet.init=imagenet",), ConfigError, "supernet.init must be 'random', 'official' or 'supernet'"),
         (("supernet.init=official",), ConfigError, "needs supernet.pretrained"),
         (("supernet.amp=fp8",), ConfigError, "supernet.amp must be one of none, bf16, fp16, got 'fp8'"),
         (("supernet.batch_size=1000",), KitError, r"training split \(64 images\) is smaller than one global batch"),
