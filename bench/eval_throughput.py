@@ -76,9 +76,10 @@ def train_quickly(cfg, steps, batch_size, seed):
     return model
 
 
-def naive_recalibrate(model, loader, amp):
+def naive_recalibrate(model, loader, amp, normalize=None):
     """The team scripts' way: plain BatchNorm layers, train mode, one pass over a DataLoader,
-    per-batch momentum so the running statistics end as the cumulative average."""
+    per-batch momentum so the running statistics end as the cumulative average. `normalize`
+    turns the loader's uint8 batches into the network's float input (the dataset's)."""
     bns = [m for m in model.sublayers() if isinstance(m, paddle.nn.BatchNorm2D)]
     model.train()
     with paddle.no_grad(), warnings.catch_warnings():
@@ -87,17 +88,17 @@ def naive_recalibrate(model, loader, amp):
             for bn in bns:
                 bn._momentum = (k - 1) / k
             with autocast(amp):
-                model(x)
+                model(normalize(x) if normalize else x)
     model.eval()
 
 
-def naive_evaluate(model, loader, amp):
+def naive_evaluate(model, loader, amp, normalize=None):
     n, hit1, hit5, loss = 0, 0, 0, 0.0
     with paddle.no_grad():
         for x, y, _ in loader:
             y = y.reshape([-1])
             with autocast(amp):
-                logits = model(x)
+                logits = model(normalize(x) if normalize else x)
             logits = logits.astype("float32")
             top = paddle.topk(logits, k=min(5, logits.shape[1]), axis=1).indices
             hits = (top == y.unsqueeze(1)).astype("int64")
@@ -106,6 +107,30 @@ def naive_evaluate(model, loader, amp):
             loss += F.cross_entropy(logits, y, reduction="sum").item()
             n += int(y.shape[0])
     return hit1 / n, hit5 / n, loss / n
+
+
+def naive_datasets(cfg, images, calib_batches, calib_batch_size):
+    """(calibration images of the training split, evaluation subset of the val split) as decoding
+    datasets: the images the kit caches, for the naive loop to decode again per subnet."""
+    val = build_dataset(cfg, "val", augment=False)
+    val = val.subset(eval_indices(val.labels, images, get(cfg, "evaluate.subset_seed")))
+    train = build_dataset(cfg, "train", augment=False)
+    seed = int(get(cfg, "evaluate.calibration.seed"))
+    train = train.subset(calibration_indices(len(train), calib_batches, calib_batch_size, seed).reshape(-1))
+    return train, val
+
+
+def naive_subnet(model, code, train, val, calib_batch_size, batch_size, workers, amp, device):
+    """One subnet the naive way: export a plain model, recalibrate BN through a fresh DataLoader over
+    `train`, evaluate through another over `val`. Returns ((top1, top5, loss), seconds exporting)."""
+    t0 = time.perf_counter()
+    static = model.export(code)
+    sync(device)
+    export_seconds = time.perf_counter() - t0
+    calib_loader = paddle.io.DataLoader(train, batch_size=calib_batch_size, shuffle=False, num_workers=workers)
+    naive_recalibrate(static, calib_loader, amp, train.normalize)
+    eval_loader = paddle.io.DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=workers)
+    return naive_evaluate(static, eval_loader, amp, val.normalize), export_seconds
 
 
 def main(argv=None):
@@ -156,11 +181,7 @@ def main(argv=None):
     evaluator = SubnetEvaluator(model, eval_set, args.batch_size, "recalibrate", calib, amp)
     sync(device)
     kit_setup = time.perf_counter() - t0
-    val = build_dataset(cfg, "val", augment=False)
-    val = val.subset(eval_indices(val.labels, args.images, get(cfg, "evaluate.subset_seed")))
-    train = build_dataset(cfg, "train", augment=False)
-    seed = int(get(cfg, "evaluate.calibration.seed"))
-    train = train.subset(calibration_indices(len(train), args.calib_batches, args.calib_batch_size, seed).reshape(-1))
+    train, val = naive_datasets(cfg, args.images, args.calib_batches, args.calib_batch_size)
 
     # --- per subnet, the two routes interleaved (alternating which goes first), so a busy
     # machine slows both alike ------------------------------------------------------------
@@ -175,16 +196,11 @@ def main(argv=None):
                 sync(device)
                 kit_seconds += time.perf_counter() - t0
             else:
-                static = model.export(code)
+                result, exported = naive_subnet(model, code, train, val, args.calib_batch_size, args.batch_size,
+                                                workers, amp, device)
+                naive.append(result)
                 sync(device)
-                export_seconds += time.perf_counter() - t0
-                calib_loader = paddle.io.DataLoader(train, batch_size=args.calib_batch_size, shuffle=False,
-                                                    num_workers=workers)
-                naive_recalibrate(static, calib_loader, amp)
-                eval_loader = paddle.io.DataLoader(val, batch_size=args.batch_size, shuffle=False,
-                                                   num_workers=workers)
-                naive.append(naive_evaluate(static, eval_loader, amp))
-                sync(device)
+                export_seconds += exported
                 naive_seconds += time.perf_counter() - t0
     kit_total = kit_setup + kit_seconds
     naive_total = naive_seconds

@@ -1,0 +1,843 @@
+"""One-command GPU check: everything that matters on a GPU box, measured in one call, with what failed.
+
+Needs only this repository, Paddle with CUDA and no internet or ImageNet (the images are made on the
+spot); about 6 minutes on one H100. Every step reports pass / fail / skipped and its figure, a step that
+raises is recorded with its error line and the next step still runs, and the report written to
+`gpu_check.json` (--out) is what a bug report needs: Paddle, CUDA and cuDNN versions, the device, and
+every step's figure and verdict.
+
+ 1. `paddle.utils.run_check()` (its output captured) and the device the kit selects (`device: auto`).
+ 2. A synthetic image folder: 100 classes of 500x375 JPEGs (bench/loader_throughput.py makes them);
+    val/ is the same images as train/.
+ 3. Supernet slice vs exported static model, 224 px, full width, 16 released codes, randomised BN
+    statistics: fp32 with TF32 off (max relative error), TF32 on and bf16 autocast (top-1 agreement of
+    the predictions), and the training-mode BN update (running statistics equal, only active slices move).
+ 4. Supernet training (`python -m supernet.train configs/imagenet.yaml`, full width) with AMP bf16, then
+    fp16 with loss scaling: finite losses, images/s; then stopped half-way (supernet.max_steps) and
+    resumed, against an uninterrupted run: final weights bit-identical (FLAGS_cudnn_deterministic=1).
+ 5. Loader throughput (bench/loader_throughput.py) against step 4's training rate: is training data-bound?
+ 6. Evaluation at the ImageNet config's evaluation defaults (kit protocol) on the synthetic images:
+    subnets/min in fp32 and bf16, their agreement (Kendall tau of per-subnet losses, top-1 agreement of
+    predictions: synthetic accuracies mean nothing), and the naive per-subnet loop of
+    bench/eval_throughput.py (export, reload, re-decode) on the same subnets for the speed ratio.
+ 7. Projection: seconds per subnet scaled by (images x mean MACs) of the 45,000-code list over the
+    sample's -> hours for the whole list on one GPU and on eight, and for the cheapest setting of
+    `evaluate.fidelity.settings` in configs/imagenet.yaml.
+
+    python bench/gpu_check.py [--out gpu_check.json] [--device auto] [--dir DIR] [--keep] [key=value ...]
+    python bench/gpu_check.py --cpu-smoke     # every step at toy sizes on the CPU (CI; under 2 minutes)
+
+On CPU (--cpu-smoke: 32 px, width 0.125, few codes and steps) every step still runs its code path; what
+only a GPU can do (TF32, bf16/fp16 autocast: Paddle 3.3.1's autocast does nothing on a CPU place) is
+reported as "skipped on CPU: why" with the fp32 figure, so a broken step fails the smoke run too.
+Exit status 0 when no step failed, 1 otherwise. key=value overrides go to configs/imagenet.yaml.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+from supernet import cpu_speed  # noqa: E402
+
+cpu_speed.default_threads()  # before Paddle is imported
+
+import numpy as np  # noqa: E402
+from loader_throughput import make_jpegs, measure  # noqa: E402
+
+from encoding import atomic_write_json  # noqa: E402
+from supernet.config import default_config, get, resolve  # noqa: E402
+
+IMAGENET_CONFIG = default_config("imagenet")
+CODE_LIST = os.path.join(ROOT, "data", "CVPR_2022_NAS_Track1_test.json")
+VAL_IMAGES = 50_000  # ImageNet's validation split: `evaluate.subset: 0` means all of it
+GPUS = (1, 8)
+NAIVE_GOAL = 10.0  # the kit's evaluator vs the naive per-subnet loop (bench/eval_throughput.py)
+FP32_TOLERANCE = 1e-4  # max relative error slice vs static in fp32 without TF32
+STEP_TITLES = {1: "Paddle run_check, device", 2: "synthetic image folder", 3: "supernet slice vs exported model",
+               4: "AMP supernet training, resume", 5: "loader vs training rate", 6: "evaluation fp32 / bf16 / naive",
+               7: "projection to 45,000 codes"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    classes: int
+    images: int
+    jpeg: tuple
+    overrides: tuple        # config keys that shrink model and data (the smoke run)
+    slice_codes: int
+    slice_batch: int
+    train_batch: int        # supernet.batch_size (one rank)
+    train_subset: int       # data.train_subset of the training runs: steps/epoch = this // train_batch
+    train_epochs: int
+    loader_workers: object  # None: the config's data.num_workers
+    loader_batches: int
+    eval_overrides: tuple
+    eval_subnets: int
+    naive_subnets: int
+    agreement_images: int   # per subnet, for the fp32 vs bf16 prediction agreement
+    timeout: int            # seconds per subprocess
+
+
+GPU_SIZES = Sizes(classes=100, images=10_000, jpeg=(500, 375), overrides=(), slice_codes=16, slice_batch=8,
+                  train_batch=256, train_subset=2048, train_epochs=3, loader_workers=None, loader_batches=8,
+                  eval_overrides=(), eval_subnets=16, naive_subnets=2, agreement_images=2000, timeout=900)
+SMOKE_SIZES = Sizes(classes=10, images=80, jpeg=(500, 375),
+                    overrides=("data.resolution=32", "data.val_resize=36", "model.width_mult=0.125",
+                               "data.num_workers=1"),
+                    slice_codes=4, slice_batch=4, train_batch=8, train_subset=48, train_epochs=1, loader_workers=1,
+                    loader_batches=4,
+                    eval_overrides=("evaluate.subset=40", "evaluate.batch_size=20", "evaluate.calibration.batches=2",
+                                    "evaluate.calibration.batch_size=8"),
+                    eval_subnets=4, naive_subnets=2, agreement_images=40, timeout=300)
+
+
+# --- projection: pure arithmetic (tests/test_gpu_check.py) ------------------------------------------
+
+def images_per_subnet(cfg, val_images=VAL_IMAGES):
+    """Images one subnet costs under an evaluation config: calibration K x B (mode recalibrate) plus
+    the evaluation subset (0 or null: the whole split of `val_images`)."""
+    calib = 0
+    if get(cfg, "evaluate.calibration.mode") == "recalibrate":
+        calib = int(get(cfg, "evaluate.calibration.batches")) * int(get(cfg, "evaluate.calibration.batch_size"))
+    subset = get(cfg, "evaluate.subset", None)
+    return calib + (val_images if not subset else min(int(subset), val_images))
+
+
+def project_hours(seconds_per_subnet, measured_work, target_work, subnets, gpus=GPUS):
+    """Time is taken to grow with work = images per subnet x mean MACs: a subnet measured at
+    `seconds_per_subnet` for `measured_work` costs seconds_per_subnet x target_work / measured_work,
+    and `subnets` of them split evenly over g GPUs (evaluate's ids[rank::world]) take that x subnets / g."""
+    if measured_work <= 0 or seconds_per_subnet <= 0:
+        raise ValueError(f"need a positive measurement, got {seconds_per_subnet} s for work {measured_work}")
+    per = seconds_per_subnet * target_work / measured_work
+    return {"seconds_per_subnet": per, "hours": {str(g): per * subnets / g / 3600.0 for g in gpus}}
+
+
+def cheapest(rows):
+    """The row of least projected single-GPU hours (ties: the first)."""
+    return min(rows, key=lambda r: r["hours"][str(GPUS[0])])
+
+
+# --- small helpers ----------------------------------------------------------------------------------
+
+def rel_err(a, b):
+    """max |a - b| over max |b|: the error at the scale of the reference."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-12))
+
+
+def randomise_bn_stats(net, seed):
+    """Random running statistics and affine parameters in every channel of every BN layer (so a slice
+    that reads the wrong channels shows)."""
+    rng = np.random.default_rng(seed)
+    for layer in net.dynamic_bn_layers():
+        n = layer.num_features
+        for tensor, values in ((layer._mean, rng.normal(0.0, 0.5, n)), (layer._variance, rng.uniform(0.5, 2.0, n)),
+                               (layer.weight, rng.uniform(0.5, 1.5, n)), (layer.bias, rng.normal(0.0, 0.2, n))):
+            tensor.set_value(values.astype("float32"))
+
+
+@contextlib.contextmanager
+def quiet():
+    """No Python warnings (on CPU Paddle warns at every autocast that it does nothing there)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def tail(text, lines=30):
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def last_line(text):
+    rows = [r for r in text.strip().splitlines() if r.strip()]
+    return rows[-1].strip() if rows else ""
+
+
+def pct(x):
+    return f"{100.0 * x:.1f}%"
+
+
+def child_env(**extra):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def nvidia_smi_query(timeout=10):
+    """name, driver, memory of each GPU as nvidia-smi reports them ([] without nvidia-smi)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        proc = subprocess.run([exe, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip()] if proc.returncode == 0 else []
+
+
+def tf32_switches():
+    """(get, set) of Paddle's TF32 switches for cuDNN convolutions and cuBLAS matmuls
+    (paddle.base.core.{get,set}_{cudnn,cublas}_switch, on by default on a CUDA build)."""
+    from paddle.base import core
+
+    def state():
+        return bool(core.get_cudnn_switch()), bool(core.get_cublas_switch())
+
+    def set_state(cudnn, cublas=None):
+        core.set_cudnn_switch(bool(cudnn))
+        core.set_cublas_switch(bool(cudnn if cublas is None else cublas))
+
+    return state, set_state
+
+
+class Step:
+    """Checks of one step: each a name, a verdict, a figure and optional values."""
+
+    def __init__(self, number):
+        self.number = number
+        self.checks = []
+        self.details = {}
+
+    def add(self, name, verdict, figure, **values):
+        assert verdict in ("pass", "fail", "skipped"), verdict
+        self.checks.append({"name": name, "verdict": verdict, "figure": figure,
+                            **({"values": values} if values else {})})
+
+    def verdict(self):
+        verdicts = [c["verdict"] for c in self.checks]
+        if "fail" in verdicts or not verdicts:
+            return "fail"
+        return "skipped" if all(v == "skipped" for v in verdicts) else "pass"
+
+
+class Context:
+    """What the steps share: sizes, paths, the device and the figures later steps use."""
+
+    def __init__(self, args, sizes, work):
+        self.args, self.sizes, self.work = args, sizes, work
+        self.smoke = args.cpu_smoke
+        self.root = os.path.join(work, "images")
+        self.device = None
+        self.train_rate = None  # images/s of the bf16 training run (step 4)
+        self.weights = None     # its final supernet weights
+        self.eval = None        # step 6's timing, for the projection
+
+    @property
+    def on_gpu(self):
+        return str(self.device).startswith("gpu")
+
+    def overrides(self, *extra):
+        return [f"device={self.args.device}", "data.name=imagenet", f"data.image_dir={self.root}",
+                "data.layout=folders", "data.holdout=null", *self.sizes.overrides, *self.args.overrides, *extra]
+
+    def config(self, *extra):
+        return resolve(IMAGENET_CONFIG, overrides=self.overrides(*extra))
+
+    def need_device(self):
+        if self.device is None:
+            raise RuntimeError("no device: step 1 could not select one")
+
+
+# --- the steps --------------------------------------------------------------------------------------
+
+def step_paddle(ctx, step):
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", "import paddle; paddle.utils.run_check()"], capture_output=True,
+                          text=True, timeout=ctx.sizes.timeout, env=child_env())
+    out = proc.stdout + "\n" + proc.stderr
+    works = [r.strip() for r in out.splitlines() if "works well on" in r]
+    ok = proc.returncode == 0 and "installed successfully" in out
+    step.details["run_check_output"] = tail(out, 40)
+    step.add("paddle.utils.run_check()", "pass" if ok else "fail",
+             (works[-1] if works else f"exit {proc.returncode}: {last_line(out)}")
+             + f" ({time.perf_counter() - t0:.0f} s)")
+
+    from supernet.runtime import nvidia_smi_gpus, setup_device, start_line
+
+    ctx.device = setup_device(ctx.config())
+    line = start_line("bench/gpu_check.py", ctx.device, 1)
+    step.details["start_line"] = line
+    gpus = nvidia_smi_gpus()
+    if ctx.smoke:
+        step.add("device the kit selects", "pass", f"{ctx.device} (--cpu-smoke)" + (
+            f"; nvidia-smi lists {len(gpus)} GPU(s)" if gpus else ""))
+    elif ctx.on_gpu:
+        step.add("device the kit selects", "pass", line.split(": ", 1)[1].split(" | ")[0])
+    else:
+        why = ("this Paddle is the CPU build (pip install -r requirements-gpu.txt)"
+               if gpus else "no GPU is visible (nvidia-smi lists none)")
+        step.add("device the kit selects", "fail", f"{ctx.device}: {why}; on a CPU machine run --cpu-smoke")
+
+
+def step_dataset(ctx, step):
+    from supernet.data import build_dataset
+
+    s = ctx.sizes
+    t0 = time.perf_counter()
+    make_jpegs(ctx.root, s.images, classes=s.classes, size=s.jpeg, seed=0)
+    val = os.path.join(ctx.root, "val")
+    if not os.path.lexists(val):
+        os.symlink("train", val)  # the evaluation split: the same images (synthetic accuracies mean nothing)
+    made = time.perf_counter() - t0
+    cfg = ctx.config()
+    train, valid = build_dataset(cfg, "train", augment=True), build_dataset(cfg, "val", augment=False)
+    image, label, bad = valid[0]
+    res = int(get(cfg, "data.resolution"))
+    files = [os.path.join(d, f) for d, _, names in os.walk(os.path.join(ctx.root, "train")) for f in names]
+    kb = sum(os.path.getsize(f) for f in files) / max(1, len(files)) / 1024
+    ok = (len(train) == len(valid) == s.images and len(train.classes) == s.classes
+          and tuple(image.shape) == (3, res, res) and str(image.dtype) == "uint8" and int(bad) == -1)
+    step.add("image folder train/ + val/", "pass" if ok else "fail",
+             f"{len(train)} JPEGs {s.jpeg[0]}x{s.jpeg[1]} ({kb:.0f} KB each) in {len(train.classes)} classes, "
+             f"made in {made:.1f} s; a val item is {tuple(image.shape)} {image.dtype}", images=len(train),
+             classes=len(train.classes), seconds=made, root=ctx.root)
+
+
+def bn_update_check(net, static, x, snapshot):
+    """One training-mode forward of the supernet's active subnet and of its exported copy: (max relative
+    error between their updated running statistics, entries that moved in the supernet, entries the
+    subnet has). The supernet's statistics are put back afterwards."""
+    import paddle
+
+    layers = net.dynamic_bn_layers()
+    before = [layer._mean.numpy().copy() for layer in layers]
+    net.train()
+    static.train()
+    try:
+        with paddle.no_grad(), quiet():  # Paddle warns at train-mode BN forwards
+            net(x)
+            static(x)
+        moved = sum(int((layer._mean.numpy() != b).sum()) for layer, b in zip(layers, before, strict=True))
+        want = static.state_dict()
+        got = net.export().state_dict()  # the supernet's updated slices, in the static model's layout
+        keys = [k for k in want if k.endswith("._mean") or k.endswith("._variance")]
+        err = max(rel_err(got[k].numpy(), want[k].numpy()) for k in keys)
+        expected = sum(int(want[k].shape[0]) for k in keys if k.endswith("._mean"))
+    finally:
+        net.eval()
+        static.eval()
+        snapshot.restore()
+    return err, moved, expected
+
+
+def agreement_ok(agree, own_noise):
+    """Slice and static agree on top-1 as often as the precision's own rounding lets a model agree with
+    its fp32 self (minus 5 points), or at least 90%: a slice reading wrong channels agrees ~never."""
+    return agree >= min(0.9, own_noise - 0.05)
+
+
+def step_slices(ctx, step):
+    import paddle
+
+    from encoding import RELEASED
+    from evaluate.calibration import BNSnapshot, autocast
+    from supernet import ResNet48Supernet
+    from supernet.config import net_spec
+
+    ctx.need_device()
+    s = ctx.sizes
+    cfg = ctx.config()
+    spec, res = net_spec(cfg), int(get(cfg, "data.resolution"))
+    paddle.seed(0)
+    net = ResNet48Supernet(spec)
+    randomise_bn_stats(net, seed=0)
+    net.eval()
+    snapshot = BNSnapshot(net.dynamic_bn_layers())
+    codes = RELEASED.sample_many(s.slice_codes, seed=1)
+    x = paddle.to_tensor(np.random.default_rng(0).standard_normal((s.slice_batch, spec.in_channels, res, res))
+                         .astype("float32"))
+    modes = {"fp32": (False, None), "tf32": (True, None), "bf16": (False, "bfloat16")}
+    err = {m: [] for m in modes}
+    agree = {m: 0 for m in modes}   # slice vs static top-1, under the mode
+    noise = {m: 0 for m in modes}   # static under the mode vs static in fp32
+    dtype = {}
+    bn_err, moved, expected = [], 0, 0
+    state, set_tf32 = tf32_switches()
+    saved = state()
+    try:
+        for arch in codes:
+            net.set_active(arch)
+            static = net.export()
+            reference = None
+            for mode, (tf32, amp) in modes.items():
+                set_tf32(tf32)
+                with paddle.no_grad(), quiet(), autocast(amp):
+                    a, b = net(x), static(x)
+                dtype[mode] = str(a.dtype).replace("paddle.", "")
+                a, b = a.astype("float32").numpy(), b.astype("float32").numpy()
+                if not (np.isfinite(a).all() and np.isfinite(b).all()):
+                    raise FloatingPointError(f"{mode}: non-finite logits for {arch.code()}")
+                reference = b.argmax(1) if reference is None else reference
+                err[mode].append(rel_err(a, b))
+                agree[mode] += int((a.argmax(1) == b.argmax(1)).sum())
+                noise[mode] += int((b.argmax(1) == reference).sum())
+            set_tf32(False)
+            e, m, n = bn_update_check(net, static, x, snapshot)
+            bn_err.append(e)
+            moved += m
+            expected += n
+    finally:
+        set_tf32(*saved)
+    total = len(codes) * s.slice_batch
+    where = f"{len(codes)} codes x {s.slice_batch} images at {res} px, width {spec.width_mult}"
+    fp32 = max(err["fp32"])
+    step.add("fp32, TF32 off: max relative error", "pass" if fp32 <= FP32_TOLERANCE else "fail",
+             f"{fp32:.2e} (limit {FP32_TOLERANCE:.0e}); {where}", max_rel_err=fp32, per_code=err["fp32"])
+    tf32_env = os.environ.get("NVIDIA_TF32_OVERRIDE")
+    for mode, label in (("tf32", "TF32 on"), ("bf16", "bf16 autocast")):
+        figure = (f"top-1 agreement {pct(agree[mode] / total)} (the model vs its fp32 self: "
+                  f"{pct(noise[mode] / total)}); max relative error {max(err[mode]):.2e}; logits {dtype[mode]}")
+        values = dict(agreement=agree[mode] / total, self_agreement=noise[mode] / total, max_rel_err=max(err[mode]),
+                      logits_dtype=dtype[mode])
+        if not ctx.on_gpu:
+            why = ("TF32 is a GPU mode (Ampere and later); the switch does nothing on CPU"
+                   if mode == "tf32" else "bf16 autocast does nothing on a CPU place in Paddle 3.3.1"
+                   if dtype[mode] == "float32" else None)
+            if why:
+                step.add(f"{label}: top-1 agreement", "skipped", f"skipped on CPU: {why}; {figure}", **values)
+                continue
+        ok = agreement_ok(agree[mode] / total, noise[mode] / total)
+        if mode == "bf16" and dtype[mode] == "float32":
+            ok, figure = False, f"autocast had no effect (logits float32); {figure}"
+        if mode == "tf32" and tf32_env == "0":
+            figure += " (NVIDIA_TF32_OVERRIDE=0: TF32 was off)"
+        step.add(f"{label}: top-1 agreement", "pass" if ok else "fail", figure, **values)
+    bn = max(bn_err)
+    step.add("training-mode BN update", "pass" if bn <= FP32_TOLERANCE and moved == expected else "fail",
+             f"running statistics max relative error {bn:.2e}; {moved} of the supernet's statistics moved, "
+             f"the subnets have {expected}", max_rel_err=bn, moved=moved, expected=expected)
+
+
+def read_log(out):
+    path = os.path.join(out, "train_log.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def train_run(ctx, out, amp, max_steps, deterministic=False):
+    """`python -m supernet.train configs/imagenet.yaml ...` at the check's sizes; a summary dict."""
+    s = ctx.sizes
+    args = [sys.executable, "-m", "supernet.train", IMAGENET_CONFIG,
+            *ctx.overrides(f"supernet.output_dir={out}", f"supernet.amp={amp}", f"supernet.batch_size={s.train_batch}",
+                           f"supernet.epochs={s.train_epochs}", f"supernet.max_steps={max_steps}",
+                           f"supernet.optim.warmup={s.train_epochs / 3:.4g}", f"data.train_subset={s.train_subset}",
+                           "supernet.log.progress=false",
+                           "supernet.log.visualdl=false", "supernet.log.every_steps=1")]
+    extra = {"FLAGS_cudnn_deterministic": "1"} if deterministic else {}
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, cwd=ROOT, env=child_env(**extra), capture_output=True, text=True, timeout=s.timeout)
+    seconds = time.perf_counter() - t0
+    steps = [r for r in read_log(out) if r.get("type") == "step"]
+    losses = [float(v) for r in steps for v in r["loss"].values()]
+    rates = [r["images_per_s"] for r in steps[1:] if r.get("images_per_s")]
+    started = [r for r in proc.stderr.splitlines() if r.startswith("supernet.train: device")]
+    return {"returncode": proc.returncode, "seconds": seconds, "steps": len(steps),
+            "finite": bool(losses) and all(math.isfinite(v) for v in losses),
+            "loss_first": steps[0]["loss"] if steps else None, "loss_last": steps[-1]["loss"] if steps else None,
+            "images_per_s": statistics.median(rates) if rates else None,
+            "start_line": started[0] if started else None, "stdout": tail(proc.stdout, 5),
+            "stderr": None if proc.returncode == 0 else tail(proc.stderr, 25),
+            "error": None if proc.returncode == 0 else last_line(proc.stderr) or f"exit {proc.returncode}"}
+
+
+def compare_weights(path_a, path_b):
+    """(tensors, tensors that differ, max |difference|) of two saved state dicts."""
+    import paddle
+
+    a, b = paddle.load(path_a), paddle.load(path_b)
+    if sorted(a) != sorted(b):
+        raise KeyError(f"{path_a} and {path_b} hold different tensors")
+    differ, worst = 0, 0.0
+    for k in a:
+        x, y = a[k].numpy(), b[k].numpy()
+        if not np.array_equal(x, y):
+            differ += 1
+            worst = max(worst, float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max()))
+    return len(a), differ, worst
+
+
+def step_training(ctx, step):
+    ctx.need_device()
+    s = ctx.sizes
+    per_epoch = s.train_subset // s.train_batch
+    total = per_epoch * s.train_epochs
+    half = total // 2
+    runs = step.details["runs"] = {}
+    cpu_note = ("skipped on CPU: supernet.amp is GPU only (Paddle 3.3.1's autocast does nothing on a CPU place), "
+                "ran fp32")
+    for amp, label in (("bf16", "bf16 training"), ("fp16", "fp16 training, loss scaling")):
+        out = os.path.join(ctx.work, f"train_{amp}")
+        r = runs[amp] = train_run(ctx, out, amp, total, deterministic=amp == "fp16")
+        ok = r["returncode"] == 0 and r["finite"] and r["steps"] == total
+        rate = f"{r['images_per_s']:.0f} images/s" if r["images_per_s"] else "no rate"
+        figure = (f"{r['steps']}/{total} steps of batch {s.train_batch}, losses finite, max-path loss "
+                  f"{r['loss_first'].get('max', float('nan')):.3f} -> {r['loss_last'].get('max', float('nan')):.3f}, "
+                  f"{rate} ({r['seconds']:.0f} s with start-up)" if ok else
+                  f"exit {r['returncode']}, {r['steps']}/{total} steps, finite {r['finite']}: {r['error']}")
+        if amp == "fp16":
+            figure += "; FLAGS_cudnn_deterministic=1"
+        verdict = "fail" if not ok else "pass" if ctx.on_gpu else "skipped"
+        step.add(label, verdict, figure if verdict != "skipped" else f"{cpu_note}: {figure}",
+                 images_per_s=r["images_per_s"], steps=r["steps"])
+        if ok and amp == "bf16":
+            ctx.train_rate, ctx.weights = r["images_per_s"], os.path.join(out, "supernet.pdparams")
+        if ok and amp == "fp16" and ctx.train_rate is None:
+            ctx.train_rate = r["images_per_s"]
+    # stopped half-way (supernet.max_steps), rerun with the full count: the fp16 run's weights, bit for bit
+    out = os.path.join(ctx.work, "train_fp16_resumed")
+    first = runs["fp16_first_half"] = train_run(ctx, out, "fp16", half, deterministic=True)
+    second = runs["fp16_resumed"] = train_run(ctx, out, "fp16", total, deterministic=True)
+    straight = os.path.join(ctx.work, "train_fp16", "supernet.pdparams")
+    resumed = os.path.join(out, "supernet.pdparams")
+    if first["returncode"] or second["returncode"] or not os.path.exists(resumed) or not os.path.exists(straight):
+        step.add("stop and resume: bit-identical", "fail",
+                 f"runs exit {first['returncode']} / {second['returncode']}: {first['error'] or second['error']}"
+                 if first["returncode"] or second["returncode"] else "a final supernet.pdparams is missing")
+        return
+    tensors, differ, worst = compare_weights(straight, resumed)
+    resumed_line = "resuming from" in second["stdout"]
+    step.add("stop and resume: bit-identical", "pass" if differ == 0 and resumed_line else "fail",
+             f"stopped after {half} of {total} steps, resumed: {tensors - differ}/{tensors} tensors equal to the "
+             f"uninterrupted run" + (f", max |difference| {worst:.3e}" if differ else "")
+             + ("" if resumed_line else "; the second run did not resume"), tensors=tensors, differ=differ)
+
+
+def step_loader(ctx, step):
+    ctx.need_device()
+    s = ctx.sizes
+    cfg = ctx.config()
+    workers = int(get(cfg, "data.num_workers") or 0) if s.loader_workers is None else s.loader_workers
+    r = measure(cfg, "train", workers, s.train_batch, s.loader_batches)
+    rate = r["images_per_s"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    step.add("training pipeline", "pass" if rate else "fail",
+             f"{rate:.0f} images/s with {workers} worker(s), batch {s.train_batch} ({cores} cores; first batch "
+             f"{r['first_batch_s']:.1f} s)" if rate else "no batches measured", images_per_s=rate, workers=workers)
+    if not rate:
+        return
+    if ctx.train_rate is None:
+        step.add("data-bound?", "skipped", "skipped: step 4 gave no training rate")
+        return
+    ratio = ctx.train_rate / rate
+    bound = ratio >= 0.8
+    step.add("data-bound?", "pass",
+             f"training {ctx.train_rate:.0f} images/s = {pct(ratio)} of what the loader delivers: "
+             + ("data-bound (more loader workers / cores would train faster)" if bound
+                else "not data-bound (the device is the limit)"), data_bound=bound, ratio=ratio)
+
+
+def prediction_agreement(model, eval_set, batch_size, calib, amp, codes, max_images):
+    """Share of images whose top-1 under `amp` equals fp32's, with BN recalibrated (fp32) as the kit does."""
+    import paddle
+
+    from evaluate.calibration import BNSnapshot, autocast, recalibrate
+
+    snapshot = BNSnapshot(model.dynamic_bn_layers())
+    same = seen = 0
+    for code in codes:
+        model.set_active(code)
+        layers = model.dynamic_bn_layers(active_only=True)
+        try:
+            if calib:
+                recalibrate(model, calib, layers)
+            with paddle.no_grad():
+                done = 0
+                for x, _ in eval_set.batches(batch_size):
+                    a = model(x).argmax(1)
+                    with autocast(amp):
+                        b = model(x).astype("float32").argmax(1)
+                    same += int((a == b).astype("int64").sum().item())
+                    done += int(x.shape[0])
+                    if done >= max_images:
+                        break
+                seen += done
+        finally:
+            snapshot.restore(layers)
+    return same / max(seen, 1)
+
+
+def step_evaluation(ctx, step):
+    import paddle
+    from eval_throughput import naive_datasets, naive_subnet, sync
+
+    from encoding import RELEASED
+    from evaluate.evaluator import SubnetEvaluator, amp_dtype
+    from evaluate.inputs import build_calibration_batches, build_eval_set, load_supernet
+    from submission.errors import MetricError
+    from submission.metrics import kendall_tau_b
+    from supernet import ResNet48Supernet
+    from supernet.config import net_spec
+
+    ctx.need_device()
+    s, device = ctx.sizes, ctx.device
+    cfg = ctx.config(*s.eval_overrides)
+    if ctx.weights and os.path.isfile(ctx.weights):
+        model, source = load_supernet(cfg, checkpoint=ctx.weights), "step 4's bf16 run"
+    else:
+        paddle.seed(0)
+        model, source = ResNet48Supernet(net_spec(cfg)), "random (step 4 left no weights)"
+        model.eval()
+    sync(device)
+    t0 = time.perf_counter()
+    eval_set = build_eval_set(cfg, ctx.on_gpu)
+    calib = build_calibration_batches(cfg)
+    sync(device)
+    setup = time.perf_counter() - t0
+    mode, batch = get(cfg, "evaluate.calibration.mode"), int(get(cfg, "evaluate.batch_size"))
+    with quiet():  # CPU: "amp=bf16 ignored on cpu"
+        bf16 = amp_dtype("bf16", device)
+    evaluators = {"fp32": SubnetEvaluator(model, eval_set, batch, mode, calib, None),
+                  "bf16": SubnetEvaluator(model, eval_set, batch, mode, calib, bf16)}
+    codes = [a.code() for a in RELEASED.sample_many(s.eval_subnets, seed=2)]
+    for ev in evaluators.values():  # warm-up (kernel selection, allocator) outside the timed loop
+        ev.evaluate(codes[0])
+    results = {k: [] for k in evaluators}
+    for i, code in enumerate(codes):  # alternate which precision goes first: load drifts hit both alike
+        for k in (("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32")):
+            results[k].append(evaluators[k].evaluate(code))
+    seconds = {k: sum(r["seconds"] for r in v) for k, v in results.items()}
+    rate = {k: 60.0 * len(codes) / seconds[k] for k in seconds}
+    images = evaluators["fp32"].images_per_subnet
+    losses = {k: [r["loss"] for r in v] for k, v in results.items()}
+    finite = all(math.isfinite(v) for vs in losses.values() for v in vs)
+    calib_text = (f"{len(calib)} x {int(calib[0].shape[0])} calibration" if mode == "recalibrate" and calib
+                  else "stored BN statistics")
+    step.add("kit evaluator, fp32", "pass" if finite else "fail",
+             f"{rate['fp32']:.1f} subnets/min ({seconds['fp32'] / len(codes):.3f} s/subnet: {len(eval_set)} images + "
+             f"{calib_text}, batch {batch}; setup {setup:.1f} s; weights {source})",
+             subnets_per_min=rate["fp32"], seconds_per_subnet=seconds["fp32"] / len(codes), images_per_subnet=images)
+    try:
+        tau = kendall_tau_b(losses["bf16"], losses["fp32"])
+    except MetricError:
+        tau = None
+    agreement = prediction_agreement(model, eval_set, batch, calib, bf16, codes[:4], s.agreement_images)
+    figure = (f"{rate['bf16']:.1f} subnets/min ({seconds['fp32'] / seconds['bf16']:.2f}x fp32); Kendall tau of "
+              f"per-subnet losses vs fp32 {'n/a' if tau is None else f'{tau:.3f}'}; top-1 agreement with fp32 "
+              f"{pct(agreement)}")
+    values = dict(subnets_per_min=rate["bf16"], kendall_tau_loss=tau, prediction_agreement=agreement)
+    if bf16 is None:
+        step.add("kit evaluator, bf16 vs fp32", "skipped" if finite else "fail",
+                 f"skipped on CPU: bf16 autocast does nothing on a CPU place in Paddle 3.3.1 (fp32 twice): {figure}",
+                 **values)
+    else:
+        ok = finite and tau is not None and tau >= 0.5 and agreement >= 0.8
+        step.add("kit evaluator, bf16 vs fp32", "pass" if ok else "fail", figure, **values)
+
+    # the naive loop on the first subnets: export, fresh DataLoaders, decode every image again
+    workers = int(get(cfg, "data.num_workers") or 0)
+    kb = int(get(cfg, "evaluate.calibration.batch_size"))
+    train, val = naive_datasets(cfg, get(cfg, "evaluate.subset"), int(get(cfg, "evaluate.calibration.batches")), kb)
+    naive_seconds, worst = 0.0, 0.0
+    picked = codes[:s.naive_subnets]
+    for code, kit in zip(picked, results["fp32"], strict=False):
+        sync(device)
+        t0 = time.perf_counter()
+        (_, _, loss), _ = naive_subnet(model, code, train, val, kb, batch, workers, None, device)
+        sync(device)
+        naive_seconds += time.perf_counter() - t0
+        worst = max(worst, abs(loss - kit["loss"]) / max(1.0, abs(kit["loss"])))
+    kit_seconds = sum(r["seconds"] for r in results["fp32"][:len(picked)])
+    ratio = naive_seconds / kit_seconds
+    same = worst <= 1e-3
+    figure = (f"kit {ratio:.1f}x faster than the naive loop on {len(picked)} subnets "
+              f"({naive_seconds / len(picked):.2f} vs {kit_seconds / len(picked):.3f} s/subnet, {workers} loader "
+              f"worker(s)); losses equal to "
+              f"{worst:.1e} (relative)")
+    verdict = "fail" if not same else "pass" if not ctx.on_gpu or ratio >= NAIVE_GOAL else "fail"
+    if ctx.on_gpu:
+        figure += f"; goal >= {NAIVE_GOAL:.0f}x"
+    step.add("naive per-subnet loop", verdict, figure, ratio=ratio, max_rel_loss_difference=worst)
+    ctx.eval = {"seconds_per_subnet": seconds["fp32"] / len(codes), "images_per_subnet": images, "codes": codes,
+                "spec": net_spec(cfg), "resolution": int(get(cfg, "data.resolution")),
+                "bf16_factor": seconds["bf16"] / seconds["fp32"] if bf16 else None}
+
+
+def fidelity_rows(target, codes, seconds_per_subnet, measured_work, bf16_factor):
+    """Projected hours of every setting of the target config's fidelity table ('full' first)."""
+    from encoding import costs
+    from evaluate.fidelity import setting_configs
+    from supernet.config import net_spec
+
+    macs = {}
+    rows = []
+    for name, c in setting_configs(target):
+        res = int(get(c, "data.resolution"))
+        if res not in macs:
+            macs[res] = float(costs(codes, net_spec(c), res)[1].mean())
+        images = images_per_subnet(c)
+        amp = str(get(c, "evaluate.amp") or "none").lower()
+        factor = 1.0 if amp == "none" else (bf16_factor or 1.0)
+        p = project_hours(seconds_per_subnet * factor, measured_work, images * macs[res], len(codes))
+        rows.append({"name": name, "images": images, "resolution": res, "amp": amp, "mean_macs": macs[res],
+                     "precision_factor": factor, **p})
+    return rows
+
+
+def step_projection(ctx, step):
+    from encoding import costs, read_arch_list
+
+    if ctx.eval is None:
+        step.add("projection", "skipped", "skipped: step 6 gave no timing")
+        return
+    e = ctx.eval
+    sample_macs = float(costs(e["codes"], e["spec"], e["resolution"])[1].mean())
+    measured_work = e["images_per_subnet"] * sample_macs
+    target = resolve(IMAGENET_CONFIG)  # the ImageNet config's evaluation defaults, as shipped
+    codes = [entry.code for entry in read_arch_list(CODE_LIST)]
+    rows = fidelity_rows(target, codes, e["seconds_per_subnet"], measured_work, e["bf16_factor"])
+    step.details["settings"] = rows
+    unit = "GPU" if ctx.on_gpu else "CPU device (toy timing)"
+
+    def hours(r):
+        return f"{r['hours']['1']:.1f} h on one {unit}, {r['hours']['8']:.1f} h on eight"
+
+    full = rows[0]
+    step.add(f"all {len(codes):,} codes, ImageNet defaults", "pass",
+             f"{full['seconds_per_subnet']:.2f} s/subnet -> {hours(full)} ({full['images']:,} images/subnet, mean "
+             f"{full['mean_macs'] / 1e9:.2f} GMACs; measured {e['seconds_per_subnet']:.3f} s at "
+             f"{e['images_per_subnet']:,} images, {sample_macs / 1e9:.3f} GMACs)", **{k: full[k] for k in ("hours",)})
+    best = cheapest(rows[1:]) if len(rows) > 1 else None
+    if best is None:
+        step.add("cheapest fidelity setting", "skipped", "skipped: the config lists no evaluate.fidelity.settings")
+        return
+    note = "" if best["amp"] == "none" or e["bf16_factor"] else " (precision speed-up not measured on CPU: 1x)"
+    if best["amp"] == "fp16":
+        note += " (fp16 assumed as fast as the measured bf16)"
+    step.add("cheapest fidelity setting", "pass",
+             f"{best['name']}: {best['seconds_per_subnet']:.2f} s/subnet -> {hours(best)} ({best['images']:,} images, "
+             f"{best['resolution']} px, {best['amp']}){note}", setting=best["name"], hours=best["hours"])
+
+
+STEPS = ((1, step_paddle), (2, step_dataset), (3, step_slices), (4, step_training), (5, step_loader),
+         (6, step_evaluation), (7, step_projection))
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+def environment():
+    env = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+           "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+           "nvidia_smi": nvidia_smi_query(),
+           "env": {k: v for k, v in os.environ.items() if k.startswith("FLAGS_")
+                   or k in ("CUDA_VISIBLE_DEVICES", "NVIDIA_TF32_OVERRIDE", "OMP_NUM_THREADS")}}
+    if os.path.isdir("/dev/shm"):
+        env["dev_shm_gib"] = round(shutil.disk_usage("/dev/shm").total / 2**30, 2)
+    return env
+
+
+def format_table(report):
+    env = report["environment"]
+    lines = [env.get("start_line") or "bench/gpu_check.py: no device selected",
+             f"GPUs (nvidia-smi): {'; '.join(env['nvidia_smi']) or 'none'}",
+             f"{'step':<5}{'check':<42}{'verdict':<9}{'seconds':>8}  figure"]
+    for st in report["steps"]:
+        lines.append(f"{st['step']:<5}{st['title']:<42}{st['verdict'].upper():<9}{st['seconds']:>8.1f}  "
+                     + (st.get("error") or st.get("note") or ""))
+        for c in st["checks"]:
+            lines.append(f"{'':<5}- {c['name']:<40}{c['verdict']:<9}{'':>8}  {c['figure']}")
+    lines.append(f"overall: {report['verdict'].upper()} in {report['wall_seconds']:.0f} s "
+                 f"({report['mode']}); report: {report['out']}")
+    return "\n".join(lines)
+
+
+def release_device_memory(ctx):
+    """Give the GPU memory a step cached back, so the training subprocesses and the next step have it."""
+    if ctx.on_gpu:
+        import gc
+
+        import paddle
+
+        gc.collect()
+        with contextlib.suppress(Exception):
+            paddle.device.cuda.empty_cache()
+
+
+def run_step(ctx, number, fn):
+    step = Step(number)
+    entry = {"step": number, "title": STEP_TITLES[number]}
+    t0 = time.perf_counter()
+    try:
+        fn(ctx, step)
+    except Exception as e:  # noqa: BLE001 - a failing step is recorded and the next one runs
+        first = next((r.strip() for r in str(e).splitlines() if r.strip()), "(no message)")
+        entry["error"] = f"{type(e).__name__}: {first}"
+        entry["traceback"] = traceback.format_exc()
+    finally:
+        release_device_memory(ctx)
+    entry["seconds"] = time.perf_counter() - t0
+    entry["verdict"] = "fail" if "error" in entry else step.verdict()
+    entry["checks"] = step.checks
+    entry["details"] = step.details
+    return entry
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--cpu-smoke", action="store_true", help="every step at toy sizes on the CPU (CI)")
+    parser.add_argument("--out", default="gpu_check.json", help="the JSON report")
+    parser.add_argument("--device", default=None, help="auto | gpu | cpu (default: auto; cpu with --cpu-smoke)")
+    parser.add_argument("--dir", default=None, help="working folder (default: a temporary one, removed after)")
+    parser.add_argument("--keep", action="store_true", help="keep the working folder (images, runs)")
+    parser.add_argument("overrides", nargs="*", help="config key=value for configs/imagenet.yaml")
+    args = parser.parse_args(argv)
+    args.device = args.device or ("cpu" if args.cpu_smoke else "auto")
+    sizes = SMOKE_SIZES if args.cpu_smoke else GPU_SIZES
+    work = os.path.abspath(args.dir) if args.dir else tempfile.mkdtemp(prefix="gpu-check-")
+    os.makedirs(work, exist_ok=True)
+    ctx = Context(args, sizes, work)
+    t_start = time.perf_counter()
+    report = {"program": "bench/gpu_check.py", "command": [sys.argv[0], *(argv if argv is not None else sys.argv[1:])],
+              "mode": "cpu-smoke" if args.cpu_smoke else "gpu", "started": datetime.datetime.now().isoformat(),
+              "out": os.path.abspath(args.out), "environment": environment(), "sizes": dataclasses.asdict(sizes),
+              "steps": []}
+    print(f"bench/gpu_check.py ({report['mode']}): working in {work}", flush=True)
+    try:
+        for number, fn in STEPS:
+            if number > 1 and not args.cpu_smoke and ctx.device is not None and not ctx.on_gpu:
+                entry = {"step": number, "title": STEP_TITLES[number], "verdict": "skipped", "seconds": 0.0,
+                         "checks": [], "note": "not run: no GPU (use --cpu-smoke on a CPU machine)"}
+            else:
+                entry = run_step(ctx, number, fn)
+            if number == 1 and ctx.device is not None:
+                from supernet.runtime import runtime_facts
+
+                report["environment"].update(runtime_facts(ctx.device, 1),
+                                             start_line=entry["details"].get("start_line"))
+            report["steps"].append(entry)
+            report["wall_seconds"] = time.perf_counter() - t_start
+            report["verdict"] = "fail" if any(s["verdict"] == "fail" for s in report["steps"]) else "pass"
+            atomic_write_json(args.out, report)  # after every step: a hang later still leaves the report
+            print(f"step {number} {entry['title']}: {entry['verdict'].upper()} ({entry['seconds']:.1f} s)"
+                  + (f" {entry['error']}" if entry.get("error") else ""), flush=True)
+    finally:
+        if not args.keep and not args.dir:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(work)
+    print(format_table(report), flush=True)
+    return 0 if report["verdict"] == "pass" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
