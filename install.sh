@@ -2,7 +2,7 @@
 # Set up this checkout on a Debian/Ubuntu machine: the Debian packages of requirements-apt.txt
 # (through sudo unless root; apt-get runs only when one is missing), then .venv with requirements.txt.
 #   bash install.sh                      # then .venv/bin/python ... as in the README
-#   bash install.sh --apt-only           # only the Debian packages (bench/demo.py --setup)
+#   bash install.sh --apt-only           # only the Debian packages (demo.py --setup)
 #   PYTHON=python3.11 bash install.sh    # another interpreter for the virtual environment
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -68,11 +68,11 @@ def main(argv=None):
         run([py, "pretrain.py", "run", "--config", args.config, "--arch", DOCUMENTED.max_arch().code(),
              "--output", largest, *args.overrides], log)
 
-    def evaluate(name, source):
+    def evaluate(name, source, *keys):
         results = os.path.join(out, f"eval-{name}", "results.json")
         if not os.path.isfile(results):
             run([py, "-m", "evaluate", "run", "--config", args.config, *source, "--archs", args.archs,
-                 "--out", os.path.dirname(results), "evaluate.progress=false", *args.overrides], log)
+                 "--out", os.path.dirname(results), "evaluate.progress=false", *keys, *args.overrides], log)
         with open(results, encoding="utf-8") as f:
             by_id = {r["id"]: r["top1"] for r in json.load(f)}
         return np.array([by_id[e.id] for e in entries])
@@ -89,7 +89,7 @@ def main(argv=None):
     rows = []
     for label, pair in (
         ("official weights, no fine-tuning", {
-            r: evaluate(f"official-reorder-{str(r).lower()}", ["--official", weights, f"evaluate.reorder={str(r).lower()}"])
+            r: evaluate(f"official-reorder-{str(r).lower()}", ["--official", weights], f"evaluate.reorder={str(r).lower()}")
             for r in (True, False)}),
         (f"supernet from them, {args.supernet_epochs} epoch(s)", {
             r: evaluate(f"supernet-reorder-{str(r).lower()}", ["--checkpoint", supernet(r)]) for r in (True, False)}),

@@ -1,4 +1,4 @@
-"""The end-to-end demo at CI size: bench/demo.py runs the user's commands (train_supernet.sh,
+"""The end-to-end demo at CI size: demo.py runs the user's commands (train_supernet.sh,
 evaluate run, submission make/validate/score) on a generated Fashion-MNIST-format dataset, a
 tiny config, 5 subnets and a 3-entry ground truth, then resumes without redoing any work."""
 
@@ -20,7 +20,7 @@ from submission.validate import validate_file
 from supernet.config import net_spec, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(ROOT, "bench", "demo.py")
+DEMO = os.path.join(ROOT, "demo.py")
 ARCHS = os.path.join(ROOT, "configs", "demo_archs.json")
 
 TINY = """base: {base}

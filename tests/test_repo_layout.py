@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-LAYOUT = ["encoding", "supernet", "evaluate", "submission", "tests", "configs", "bench"]
+LAYOUT = ["encoding", "supernet", "evaluate", "submission", "tests", "configs", "bench", "docs", "data"]
 FILES = [".ci/run", "requirements.txt", "requirements-apt.txt", "install.sh", "README.md"]
 PADDLE_FREE = ["encoding", "submission"]
 
@@ -29,7 +29,7 @@ def _command_lines(script):
 def test_readme_opens_with_the_main_job_then_the_test_command_ci_runs(repo_root):
     main_job, tests = _bash_blocks((repo_root / "README.md").read_text(encoding="utf-8"))[:2]
     assert len(main_job) == 1 and len(tests) == 1, f"one command per set-up block, got {main_job} and {tests}"
-    assert "bench/demo.py --setup" in main_job[0] and main_job[0].startswith("python3 -m venv .venv")
+    assert "demo.py --setup" in main_job[0] and main_job[0].startswith("python3 -m venv .venv")
     ci = _command_lines((repo_root / ".ci" / "run").read_text(encoding="utf-8"))
     assert [line for line in ci if line.startswith(tests[0].strip() + " 2>&1 | tee ")], (tests[0], ci)
     assert ci[-1].startswith("python3 .ci/check_skips.py")

@@ -75,9 +75,9 @@ def test_auto_stays_quiet_without_gpus(monkeypatch, capsys, which, stdout, retur
 
 
 def test_demo_prints_the_start_line_of_its_config():
-    out = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'bench'); import demo; "
+    out = subprocess.run([sys.executable, "-c", "import sys, demo; "
                           "demo.print_start_line(sys.executable, demo.parse_args(['evaluate.amp=bf16']))"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.startswith("bench/demo.py: device cpu, 1 rank | Paddle ")
+    assert out.stdout.startswith("demo.py: device cpu, 1 rank | Paddle ")
     assert "AMP supernet none (fp32), evaluate none (fp32; bf16 asked for, GPU only)" in out.stdout

@@ -1,6 +1,6 @@
 """The embedded end-to-end demo: supernet -> shared-weight scores -> submission -> local leaderboard.
 
-    python bench/demo.py [--setup] [--out runs/demo] [--config configs/demo.yaml]
+    python demo.py [--setup] [--out runs/demo] [--config configs/demo.yaml]
                          [--archs configs/demo_archs.json] [--gt configs/demo_gt.json]
                          [--no-baseline] [--metric top1] [key=value ...]
 
@@ -32,13 +32,12 @@ parameter-count baselines, plus the noise ceiling (seed 0 vs seed 1 of the groun
 same codes; with 2h seeds, the mean of h seeds vs the mean of the other h), and writes it all to
 OUT/demo_report.json.
 
-Ground truth for the demo (standalone trainings with the demo config, 10 seeds each: one seed
-agrees with another at Kendall tau 0.33, 5-seed means with 5-seed means at 0.64; resumable, rerun
-the same command to continue; ids are the 40 codes `pretrain.py gt --sample 40` picks, in an
-interleaved MACs order so that any finished prefix spans the MACs range):
+Ground truth for the demo: configs/demo_gt.json (40 codes spread over MACs, 10 seeds each; one seed
+agrees with another at Kendall tau 0.33, 5-seed means with 5-seed means at 0.64). The file is also
+the list of its codes, so it is extended or rebuilt from itself (resumable; rerun to continue):
 
-  python pretrain.py gt --config configs/demo.yaml --archs configs/demo_archs.json --repeat 10 --seed 0 \\
-      --output runs/demo-gt56 --out configs/demo_gt.json --ids GT_IDS        (GT_IDS below)
+  python pretrain.py gt --config configs/demo.yaml --archs configs/demo_gt.json --repeat 10 --seed 0 \\
+      --output runs/demo-gt56 --out configs/demo_gt.json
 
 Only the standard library is imported at the top: with --setup this script runs before the
 requirements are installed.
@@ -52,11 +51,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GT_IDS = ("arch305,arch62,arch377,arch464,arch236,arch283,arch255,arch190,arch259,arch194,arch446,arch150,"
-          "arch491,arch430,arch314,arch124,arch450,arch490,arch263,arch42,arch67,arch337,arch478,arch472,"
-          "arch43,arch495,arch247,arch161,arch191,arch370,arch13,arch345,arch257,arch310,arch146,arch477,"
-          "arch35,arch242,arch440,arch98")
+ROOT = os.path.dirname(os.path.abspath(__file__))
 # The baseline strategy: plain uniform single-path sampling (no sandwich rule, so no in-place distillation).
 BASELINE = ("uniform", ["supernet.sampler.strategy=uniform", "supernet.sampler.sandwich=false",
                         "supernet.sampler.num_random=1", "supernet.loss.inplace_distill=false"])
@@ -130,7 +125,7 @@ from supernet import runtime
 from supernet.config import get, resolve
 cfg = resolve(sys.argv[1], overrides=sys.argv[2:])
 device = runtime.select_device(cfg.get("device", "auto"))
-print(runtime.start_line("bench/demo.py", device, 1, {"supernet": get(cfg, "supernet.amp", None),
+print(runtime.start_line("demo.py", device, 1, {"supernet": get(cfg, "supernet.amp", None),
                                                       "evaluate": get(cfg, "evaluate.amp", None)}))
 """
 
@@ -143,7 +138,7 @@ def print_start_line(py, args):
     proc = subprocess.run([py, "-c", START_LINE, args.config, *args.overrides], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     lines = (proc.stdout if proc.returncode == 0 else proc.stderr).strip().splitlines()
-    print(lines[-1] if proc.returncode == 0 else f"bench/demo.py: no start line ({lines[-1] if lines else '?'})",
+    print(lines[-1] if proc.returncode == 0 else f"demo.py: no start line ({lines[-1] if lines else '?'})",
           flush=True)
     loud = [line for line in proc.stderr.splitlines() if line.startswith("!!")]  # a CPU build on a GPU machine
     if loud:
@@ -286,7 +281,7 @@ def format_times(stages):
 # --- command line --------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python bench/demo.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python demo.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/demo", help="output directory of every stage (default runs/demo)")
     p.add_argument("--config", default="configs/demo.yaml", help="kit config (default configs/demo.yaml)")
     p.add_argument("--archs", default="configs/demo_archs.json", help="subnet list to rank")
@@ -356,8 +351,8 @@ def main(argv=None):
         print("plots: " + ", ".join(os.path.join(args.out, f"score-{n}.png") for n in done))
     else:
         print(f"\nno ground truth at {args.gt}: submissions were made and validated but not scored. Build it with\n"
-              f"  python pretrain.py gt --config configs/demo.yaml --archs configs/demo_archs.json --repeat 10 "
-              f"--seed 0 --output runs/demo-gt56 --out {args.gt} --ids {GT_IDS}")
+              f"  python pretrain.py gt --config configs/demo.yaml --archs configs/demo_archs.json --sample 40 "
+              f"--repeat 10 --seed 0 --output runs/demo-gt56 --out {args.gt}")
     path = os.path.join(args.out, "demo_report.json")
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
