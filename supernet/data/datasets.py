@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..config import get
 from .errors import DataError
+from .glyphs import glyph_spec, load_glyphs
 from .idx import FASHION_MNIST_DIR, load_fashion_mnist
 from .transforms import (
     AUGMENTS,
@@ -33,7 +34,7 @@ from .transforms import (
 )
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-DATASETS = ("imagenet", "fashion_mnist")
+DATASETS = ("imagenet", "fashion_mnist", "glyphs")
 LAYOUTS = ("auto", "folders", "lists")
 SPLITS = ("train", "val")
 # What PIL raises on truncated, corrupt or vanished files.
@@ -365,15 +366,20 @@ def _split_dataset(cfg, split, kind):
 def _whole_split(cfg, split, kind):
     name = get(cfg, "data.name", "imagenet")
     resolution = int(get(cfg, "data.resolution"))
-    if name == "fashion_mnist":
+    if name in ("fashion_mnist", "glyphs"):
         if get(cfg, "data.image_dir", None):
-            raise DataError("data.image_dir is set but data.name is fashion_mnist: set data.name=imagenet "
+            raise DataError(f"data.image_dir is set but data.name is {name}: set data.name=imagenet "
                             "(or use configs/imagenet.yaml) to train on an image directory")
-        images, labels = load_fashion_mnist(get(cfg, "data.fashion_mnist_dir", None) or FASHION_MNIST_DIR, split)
-        mean, std = _norm(cfg, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+        if name == "glyphs":  # IDX files too, checked against the config's data.glyphs (supernet/data/glyphs.py)
+            images, labels, manifest = load_glyphs(*glyph_spec(get(cfg, "data.glyphs", None)), split)
+            norm, classes = ((manifest["mean"],), (manifest["std"],)), list(manifest["chars"])
+        else:
+            images, labels = load_fashion_mnist(get(cfg, "data.fashion_mnist_dir", None) or FASHION_MNIST_DIR, split)
+            norm, classes = (FASHION_MNIST_MEAN, FASHION_MNIST_STD), [str(c) for c in range(10)]
+        mean, std = _norm(cfg, *norm)
         transform = SmallImage(resolution, pad=2 if kind == "standard" else 0, flip=kind != "none",
                                mean=mean, std=std)
-        dataset = ArrayImages(images, labels, transform, [str(c) for c in range(10)])
+        dataset = ArrayImages(images, labels, transform, classes)
     elif name == "imagenet":
         paths, labels, classes = image_split(get(cfg, "data.image_dir", None), split,
                                              get(cfg, "data.layout", "auto"))
