@@ -50,8 +50,8 @@ import time
 import numpy as np
 
 from encoding import DOCUMENTED, ArchListError, KitError, costs, read_arch_list, run_reporting_errors
-from encoding.atomic import atomic_write_json
-from encoding.runlock import release
+from infra.atomic import atomic_write_json
+from infra.runlock import release
 from supernet import cpu_speed
 from supernet.config import Flag, add_flags, default_config, get, net_spec, resolve, set_key
 
@@ -293,7 +293,7 @@ def train_standalone(cfg, arch_id=None):
     that is also written to `<output>/result.json`."""
     import paddle
 
-    from evaluate.ledger import Ledger, ledger_path, read_records, summarize, summary_line
+    from infra.ledger import Ledger, ledger_path, read_records, summarize, summary_line
     from supernet.checkpoint import (
         CheckpointError,
         prune_checkpoints,
@@ -314,7 +314,7 @@ def train_standalone(cfg, arch_id=None):
         setup_device,
     )
     from supernet.static import build_static
-    from supernet.train import amp_dtype
+    from supernet.config import amp_dtype
 
     wall_start = time.perf_counter()
     device = setup_device(cfg)

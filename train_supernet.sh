@@ -5,7 +5,7 @@
 #   bash train_supernet.sh LAUNCHER_OPTIONS -- [CONFIG.yaml] [key=value ...]
 #
 # With no arguments it trains the embedded demo (configs/demo.yaml, Fashion-MNIST). The config
-# and overrides go to `python -m supernet.train` (see `python -m supernet.train --help`); e.g.
+# and overrides go to `train_supernet.py` (see `python train_supernet.py --help`); e.g.
 #   bash train_supernet.sh configs/imagenet.yaml data.image_dir=/data/ILSVRC2012 supernet.epochs=120
 #
 # Processes are started by `python -m paddle.distributed.launch`:
@@ -45,7 +45,7 @@ fi
 
 # Output dir, CPU process count and device from the resolved config (no Paddle import); bad values
 # and an OUTPUT_DIR another run is writing stop here, before the launcher starts.
-plan="$("${PY}" -m supernet.train --plan ${train_args[@]+"${train_args[@]}"})"
+plan="$("${PY}" "${ROOT}/train_supernet.py" --plan ${train_args[@]+"${train_args[@]}"})"
 eval "${plan}"
 
 has_opt() {
@@ -129,9 +129,9 @@ trap 'stop_run TERM 143' TERM
 trap 'stop_run HUP 129' HUP
 
 mkdir -p "${OUTPUT_DIR}"
-echo "train_supernet.sh: OMP_NUM_THREADS=${OMP_NUM_THREADS:-} ${PY} -m paddle.distributed.launch ${launch_opts[*]} ${PY} -u -m supernet.train ${train_args[*]-}" >&2
+echo "train_supernet.sh: OMP_NUM_THREADS=${OMP_NUM_THREADS:-} ${PY} -m paddle.distributed.launch ${launch_opts[*]} ${PY} -u ${ROOT}/train_supernet.py ${train_args[*]-}" >&2
 echo "train_supernet.sh: stop the run with Ctrl-C or kill $$ (its workers stop with it); rerunning the same command resumes it" >&2
-"${PY}" -m paddle.distributed.launch "${launch_opts[@]}" "${PY}" -u -m supernet.train ${train_args[@]+"${train_args[@]}"} &
+"${PY}" -m paddle.distributed.launch "${launch_opts[@]}" "${PY}" -u "${ROOT}/train_supernet.py" ${train_args[@]+"${train_args[@]}"} &
 launcher=$!
 status=0
 wait "${launcher}" || status=$?

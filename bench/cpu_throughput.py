@@ -380,7 +380,7 @@ def main(argv=None):
     cpu_ips = table("CPU-time images/s (median; per core when OMP_NUM_THREADS=1, includes OpenMP spinning "
                     "otherwise)", cpu_times, names, cases, args.batch_size, verdict=False)
     if args.json:
-        from encoding.atomic import atomic_write_json
+        from infra.atomic import atomic_write_json
 
         atomic_write_json(args.json, {
             "batch_size": args.batch_size, "resolution": args.resolution, "threads": threads,

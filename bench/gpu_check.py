@@ -12,7 +12,7 @@ every step's figure and verdict.
  3. Supernet slice vs exported static model, 224 px, full width, 16 released codes, randomised BN
     statistics: fp32 with TF32 off (max relative error), TF32 on and bf16 autocast (top-1 agreement of
     the predictions), and the training-mode BN update (running statistics equal, only active slices move).
- 4. Supernet training (`python -m supernet.train configs/imagenet.yaml`, full width) with AMP bf16, then
+ 4. Supernet training (`python train_supernet.py configs/imagenet.yaml`, full width) with AMP bf16, then
     fp16 with loss scaling: finite losses, images/s; then stopped half-way (supernet.max_steps) and
     resumed, against an uninterrupted run: final weights bit-identical (FLAGS_cudnn_deterministic=1).
  5. Loader throughput (bench/loader_throughput.py) against step 4's training rate: is training data-bound?
@@ -436,9 +436,9 @@ def read_log(out):
 
 
 def train_run(ctx, out, amp, max_steps, deterministic=False):
-    """`python -m supernet.train configs/imagenet.yaml ...` at the check's sizes; a summary dict."""
+    """`python train_supernet.py configs/imagenet.yaml ...` at the check's sizes; a summary dict."""
     s = ctx.sizes
-    args = [sys.executable, "-m", "supernet.train", IMAGENET_CONFIG,
+    args = [sys.executable, os.path.join(ROOT, "train_supernet.py"), IMAGENET_CONFIG,
             *ctx.overrides(f"supernet.output_dir={out}", f"supernet.amp={amp}", f"supernet.batch_size={s.train_batch}",
                            f"supernet.epochs={s.train_epochs}", f"supernet.max_steps={max_steps}",
                            f"supernet.optim.warmup={s.train_epochs / 3:.4g}", f"data.train_subset={s.train_subset}",

@@ -8,7 +8,7 @@
 2. `python -m evaluate run --official` scores every code of --archs straight from those weights,
    BN recalibrated (the demo's evaluation settings), once with `evaluate.reorder=true` (the
    default, as the official demo) and once with `false`.
-3. `python -m supernet.train` fine-tunes a supernet initialised from them (`supernet.init=official`)
+3. `python train_supernet.py` fine-tunes a supernet initialised from them (`supernet.init=official`)
    for --supernet-epochs, with and without `supernet.reorder`, and the same codes are scored from each.
 
 Prints one row per run: mean shared-weight top-1 of all codes and of the narrowest tenth (fewest

@@ -8,7 +8,8 @@ import json
 import math
 from dataclasses import dataclass
 
-from .atomic import atomic_write_text
+from infra.atomic import atomic_write_text
+
 from .errors import ArchListError
 
 

@@ -103,7 +103,7 @@ def _chunks(items, n):
 
 
 def _open_ledger(out, rank, world):
-    from evaluate.ledger import Ledger, ledger_path
+    from infra.ledger import Ledger, ledger_path
 
     return Ledger(ledger_path(out, "evaluate", rank, world), "evaluate", rank=rank)
 
@@ -172,7 +172,7 @@ def evaluate_pending(cfg, store, pending, share_size, rank, world, device):
     finally:
         bar.close()
         ledger.close()
-    from evaluate.ledger import summary_line
+    from infra.ledger import summary_line
 
     _say(summary_line(ledger.summary(subnets=done)), rank)
     return done

@@ -15,19 +15,11 @@ from encoding import KitError
 
 from .calibration import MODES, BNSnapshot, autocast, recalibrate
 
-AMP_DTYPES = {"none": None, "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
+def amp_dtype(name, device, key="evaluate.amp"):
+    """The evaluation's AMP dtype (supernet.config.amp_dtype; a warning where it cannot apply)."""
+    from supernet.config import amp_dtype as parse
 
-
-def amp_dtype(name, device):
-    """Paddle's AMP dtype for the config's `amp` name on `device`, or None (CPU: with a warning)."""
-    key = "none" if name in (None, False) else str(name).lower()
-    if key not in AMP_DTYPES:
-        raise KitError(f"unknown amp setting {name!r}: expected one of none, bf16, fp16")
-    dtype = AMP_DTYPES[key]
-    if dtype is not None and not str(device).startswith("gpu"):
-        warnings.warn(f"amp={name} ignored on {device}: mixed precision is used on GPU only", stacklevel=2)
-        return None
-    return dtype
+    return parse(name, device, key, warn=True)
 
 
 def evaluate_model(model, eval_set, batch_size, amp=None):

@@ -32,7 +32,7 @@ def file_sha256(path, chunk=1 << 22):
 def check_settings(cfg):
     """Refuse bad evaluate.* values before anything is loaded or written."""
     from .calibration import MODES
-    from .evaluator import AMP_DTYPES
+    from supernet.config import AMP_DTYPES
 
     def positive_int(key, minimum=1):
         value = get(cfg, key)

@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 
 from encoding import DOCUMENTED, CodeError, KitError, costs, read_arch_list, run_reporting_errors
-from encoding.atomic import atomic_write_json
+from infra.atomic import atomic_write_json
 from supernet import config as C
 
 TABLE_KIND = "nas-latency-table"
@@ -194,7 +194,7 @@ def measure(entries, spec, batch_sizes, resolution, warmup, repeats, seed=0, rou
 def _device_name(paddle, device):
     if device.startswith("gpu"):
         return f"{device} ({paddle.device.cuda.get_device_name()})"
-    from evaluate.ledger import cpu_name
+    from infra.ledger import cpu_name
 
     return f"cpu ({cpu_name()})"
 

@@ -17,9 +17,9 @@ import json
 import os
 
 from encoding import KitError
-from encoding.atomic import atomic_write_text
-from encoding.config_file import differences
-from encoding.errors import failing_to
+from infra.atomic import atomic_write_text
+from infra.config_file import differences
+from infra.errors import failing_to
 
 RESULT_KEYS = ("id", "code", "top1", "top5", "loss", "calibration", "seconds")
 SHARD_GLOB = "shard-*.jsonl"

@@ -9,7 +9,7 @@ import sys
 from collections import Counter
 
 from encoding import read_arch_list, run_reporting_errors
-from encoding.atomic import atomic_write_json
+from infra.atomic import atomic_write_json
 
 from .errors import SubmissionError
 from .make import METRICS, UNITS, make_file

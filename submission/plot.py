@@ -9,7 +9,7 @@ import io
 import numpy as np
 from matplotlib.figure import Figure
 
-from encoding.atomic import atomic_write_bytes
+from infra.atomic import atomic_write_bytes
 
 from . import metrics
 

@@ -19,7 +19,7 @@ import re
 import paddle
 
 from encoding import KitError
-from encoding.atomic import atomic_replace
+from infra.atomic import atomic_replace
 
 from .runtime import unwrap
 

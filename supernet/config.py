@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import yaml
 
 from encoding import NetSpec
-from encoding.config_file import ConfigError, load_yaml, merge  # noqa: F401 (re-exported)
+from infra.config_file import ConfigError, load_yaml, merge  # noqa: F401 (re-exported)
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -128,3 +128,24 @@ def net_spec(cfg) -> NetSpec:
 
 def dump(cfg):
     return yaml.safe_dump(cfg, sort_keys=False)
+
+
+# Mixed-precision names of every `amp` key (supernet.amp, train.amp, evaluate.amp) and Paddle's dtypes.
+AMP_DTYPES = {"none": None, "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
+
+
+def amp_dtype(name, device, key="amp", warn=False):
+    """Paddle's autocast dtype for the config value `name` of `key` on `device`, or None. None on CPU
+    too, where Paddle's autocast does nothing (3.3: 'amp_guard can only be enabled on CUDAPlace ...'),
+    with a warning when `warn` (evaluation, where a user may expect the speed-up)."""
+    label = "none" if name in (None, False) else str(name).lower()
+    if label not in AMP_DTYPES:
+        raise ConfigError(f"{key} must be one of none, bf16, fp16, got {name!r}")
+    dtype = AMP_DTYPES[label]
+    if dtype is not None and not str(device).startswith("gpu"):
+        if warn:
+            import warnings
+
+            warnings.warn(f"{key}={name} ignored on {device}: mixed precision is used on GPU only", stacklevel=2)
+        return None
+    return dtype

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 
 from encoding import Arch, KitError, get_space, parse
-from encoding.atomic import atomic_write_json
+from infra.atomic import atomic_write_json
 
 MANIFEST_VERSION = 1
 

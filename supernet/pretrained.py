@@ -142,7 +142,7 @@ def load_official_static(state_dict_or_path, spec: NetSpec = None, reorder=True)
 def write_reordered(src, dst):
     """`python -m supernet.pretrained reorder SRC DST`: SRC's tensors with the channels reordered,
     under the same names and shapes, written atomically to DST."""
-    from encoding.atomic import atomic_replace
+    from infra.atomic import atomic_replace
 
     state = _as_state(src)
     reordered = reorder_channels(state)

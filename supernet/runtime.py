@@ -157,7 +157,7 @@ _initialised = False
 def init_distributed():
     """Join the process group when launched with more than one rank; return (rank, world_size)."""
     global _initialised
-    from encoding.runlock import exit_with_launcher
+    from infra.runlock import exit_with_launcher
 
     exit_with_launcher()  # a launcher killed by SIGKILL takes its workers with it
     n = world_size()
@@ -174,12 +174,12 @@ def barrier():
 
 def claim_run_folder(folder, sweep=(), lock_name=None, what=None, temp_of=None):
     """Make this run the folder's only writer: rank 0 locks it for the life of the process
-    (encoding.runlock) and removes the temporary files a killed writer left in `folder` and its
+    (infra.runlock) and removes the temporary files a killed writer left in `folder` and its
     `sweep` subfolders (only those of the file `temp_of`, when given). Every rank then learns
     whether rank 0 could, so a refused run stops on all ranks at once instead of waiting in a
     collective. Call after `init_distributed`."""
-    from encoding.atomic import sweep_temp_files
-    from encoding.runlock import LOCK_NAME, acquire
+    from infra.atomic import sweep_temp_files
+    from infra.runlock import LOCK_NAME, acquire
 
     error = None
     if is_main():

@@ -1,7 +1,6 @@
 """Train the ResNet48 supernet: sampled paths per batch, in-place distillation, exact resume.
 
-    python -m supernet.train [CONFIG.yaml] [key=value ...] [--flags]
-    bash train_supernet.sh [CONFIG.yaml] [key=value ...]       (the same, over all devices)
+    bash train_supernet.sh [CONFIG.yaml] [key=value ...]       (all devices; train_supernet.py is one process)
 
 One optimizer step per batch: each sampled path (see `samplers`) runs forward and backward on
 its own, so only one path's activations are alive at a time, and the gradients add up. Under
@@ -19,47 +18,22 @@ train_summary.json and, once all epochs are done, supernet.pdparams (the state d
 `python -m evaluate run --checkpoint` reads).
 """
 
-import argparse
 import contextlib
 import glob
 import json
 import math
 import os
 import signal
-import sys
 import time
 
 from encoding import KitError, atomic_write_text, costs
-from encoding.atomic import atomic_write_bytes
-from encoding.config_file import differences
-from encoding.errors import error_message, failing_to
+from infra.atomic import atomic_write_bytes
+from infra.config_file import differences
+from infra.errors import failing_to
 
 from . import config as C
-from . import cpu_speed
-
-# Command-line flags; every one is also a config key (key=value reaches all the others).
-FLAGS = [
-    C.Flag("--output_dir", "supernet.output_dir", str, "run directory: checkpoints, logs, final weights"),
-    C.Flag("--epochs", "supernet.epochs", int, "training epochs"),
-    C.Flag("--batch_size", "supernet.batch_size", int, "GLOBAL batch over all ranks per step"),
-    C.Flag("--max_steps", "supernet.max_steps", int, "stop after this many optimizer steps in total"),
-    C.Flag("--seed", "supernet.seed", int, "seed of data order, path sampling and initialisation"),
-    C.Flag("--num_workers", "data.num_workers", int, "data-loader worker processes per rank"),
-    C.Flag("--image_dir", "data.image_dir", str, "ImageNet-style image directory"),
-    C.Flag("--strategy", "supernet.sampler.strategy", str, "path sampler: uniform | large | list"),
-    C.Flag("--space", "supernet.sampler.space", str, "search space to sample: released | documented"),
-    C.Flag("--num_random", "supernet.sampler.num_random", int, "random paths per step"),
-    C.Flag("--arch_list", "supernet.sampler.arch_list", str, "architecture list for strategy 'list'"),
-    C.Flag("--init", "supernet.init", str, "initialisation: random | official"),
-    C.Flag("--pretrained", "supernet.pretrained", str, "official resnet48.pdparams for init: official"),
-    C.Flag("--teacher", "supernet.loss.teacher", str, "static checkpoint of an external teacher"),
-    C.Flag("--lr", "supernet.optim.lr", float, "peak learning rate (null: base_lr * global batch / 256)"),
-    C.Flag("--device", "device", str, "auto | cpu | gpu"),
-    C.Flag("--amp", "supernet.amp", str, "mixed precision on GPU: none | bf16 | fp16"),
-]
 
 PATH_KINDS = ("max", "min", "random")
-AMP_DTYPES = {"none": None, "bf16": "bfloat16", "fp16": "float16"}
 CKPT_PATTERN = "step_*.pdckpt"
 OPTIM_KEYS = ("lr", "base_lr", "warmup", "momentum", "nesterov", "weight_decay", "no_bn_decay", "grad_clip")
 
@@ -121,7 +95,7 @@ def _int_or_none(value, key, minimum=1):
 # Integer settings under `supernet:` (each >= 1 or null) and their defaults.
 INT_SETTINGS = {"epochs": None, "max_steps": None, "batch_size": None, "checkpoint.every_steps": None,
                 "checkpoint.keep": 2, "log.every_steps": 10, "debug.kill_after_step": None,
-                "debug.nan_at_step": None, "launch.cpu_procs": 1}
+                "debug.nan_at_step": None, "launch.cpu_procs": 1, "rank_check.max_archs": 50}
 
 
 def check_values(cfg):
@@ -134,7 +108,7 @@ def check_values(cfg):
             raise C.ConfigError(f"supernet.{key} must be set")
     _int_or_none(sn.get("seed", 0), "supernet.seed", minimum=0)
     _int_or_none(C.get(cfg, "data.num_workers", 0), "data.num_workers", minimum=0)
-    amp_dtype(sn.get("amp"), "cpu")
+    C.amp_dtype(sn.get("amp"), "cpu", "supernet.amp")
     optim_section(sn)
     init = sn.get("init", "random")
     if init not in ("random", "official", "supernet"):
@@ -172,15 +146,6 @@ def check_fingerprints(fingerprints, global_step, last_checkpoint):
         if not np.array_equal(fp, fingerprints[0]):
             raise TrainingDiverged(f"rank {rank} holds different parameters than rank 0 after global step "
                                    f"{global_step} (gradients were not reduced alike); not checkpointing. {last}")
-
-
-def amp_dtype(name, device, key_name="supernet.amp"):
-    """Paddle's autocast dtype for `supernet.amp` (or `train.amp`, pretrain.py); None on CPU, where
-    Paddle's autocast does nothing (3.3: 'amp_guard can only be enabled on CUDAPlace ...')."""
-    key = "none" if name in (None, False) else str(name).lower()
-    if key not in AMP_DTYPES:
-        raise C.ConfigError(f"{key_name} must be one of {', '.join(AMP_DTYPES)}, got {name!r}")
-    return AMP_DTYPES[key] if str(device).startswith("gpu") else None
 
 
 def mean_by_kind(paths, values):
@@ -259,88 +224,15 @@ class Scalars:
             self.writer.close()
 
 
-# --- per-epoch rank check (monitoring only) ------------------------------------------------------
-
-class RankCheck:
-    """Kendall tau and Pearson of supernet accuracies vs a ground-truth list, once per epoch.
-
-    Ranking quality, not supernet accuracy, is what the challenge scores, and it can peak before
-    the loss does; this shows it per epoch. The ground truth is only read to score: it never
-    reaches the loss. Every rank evaluates its share of the codes; results are gathered.
-    """
-
-    def __init__(self, cfg, rc, rank=0, world=1):
-        import paddle
-
-        from encoding import read_arch_list
-        from evaluate.evaluator import SubnetEvaluator, amp_dtype
-        from evaluate.inputs import build_calibration_batches, build_eval_set
-
-        entries = read_arch_list(rc["gt"])
-        limit = _int_or_none(rc.get("max_archs"), "supernet.rank_check.max_archs")
-        if limit is not None and limit < len(entries):  # evenly spaced, so the subset spans the list
-            picks = sorted({round(i * (len(entries) - 1) / max(limit - 1, 1)) for i in range(limit)})
-            entries = [entries[i] for i in picks]
-        if len(entries) < 2:
-            raise KitError(f"supernet.rank_check.gt {rc['gt']}: need at least 2 codes to rank, got {len(entries)}")
-        self.entries = entries
-        self.rank, self.world = rank, world
-        # Images, BN calibration, batch size and AMP are the `evaluate:` section's, built by the
-        # evaluate package itself, so the curve shows what `python -m evaluate run` would measure.
-        device = paddle.device.get_device()
-        eval_set = build_eval_set(cfg, on_gpu=device.startswith("gpu"))
-        calib = build_calibration_batches(cfg)
-        mode = C.get(cfg, "evaluate.calibration.mode")
-        amp = amp_dtype(C.get(cfg, "evaluate.amp", None), device)
-        batch_size = int(C.get(cfg, "evaluate.batch_size"))
-        self.make = lambda model: SubnetEvaluator(model, eval_set, batch_size, mode, calib, amp)
-
-    def run(self, model):
-        """{'kendall_tau', 'pearson', 'archs', 'mean_top1', 'seconds'} (tau/pearson None if undefined)."""
-        import paddle
-
-        t0 = time.perf_counter()
-        active = model.active_arch
-        evaluator = self.make(model)
-        mine = {e.id: evaluator.evaluate(e.code)["top1"] for e in self.entries[self.rank::self.world]}
-        model.set_active(active)
-        if self.world > 1:
-            parts = []
-            paddle.distributed.all_gather_object(parts, mine)
-            mine = {k: v for part in parts for k, v in part.items()}
-        pred = [mine[e.id] for e in self.entries]
-        truth = [float(e.acc) for e in self.entries]
-        tau, pearson, note = _rank_metrics(pred, truth)
-        out = {"kendall_tau": tau, "pearson": pearson, "archs": len(pred),
-               "mean_top1": sum(pred) / len(pred), "seconds": time.perf_counter() - t0,
-               "top1": {e.id: mine[e.id] for e in self.entries}}
-        if note:
-            out["note"] = note
-        return out
-
-
-def _rank_metrics(pred, truth):
-    """(Kendall tau-b, Pearson, note): the kit's metrics when `submission.metrics` exists, else scipy."""
-    try:
-        from submission.metrics import MetricError, kendall_tau_b, pearson
-    except ImportError:
-        from scipy import stats
-
-        if len(set(pred)) < 2 or len(set(truth)) < 2:
-            return None, None, "predictions or ground truth are all equal: correlation undefined"
-        return float(stats.kendalltau(pred, truth).statistic), float(stats.pearsonr(pred, truth).statistic), None
-    try:
-        return float(kendall_tau_b(pred, truth)), float(pearson(pred, truth)), None
-    except MetricError as e:
-        return None, None, str(e)
-
-
 # --- the trainer -----------------------------------------------------------------------------
 
 class Trainer:
     """Everything one rank needs for a run; `run()` trains until done, max_steps or an error."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, rank_check=None):
+        """`rank_check(cfg, section, rank, world)` builds the per-epoch monitor of `supernet.rank_check`
+        (the entry point passes evaluate.rank_check.RankCheck: this package does not evaluate)."""
+        self.rank_check_factory = rank_check
         import paddle
 
         from . import runtime
@@ -390,7 +282,7 @@ class Trainer:
         if self.inplace and not self.schedule.sandwich:
             raise KitError("in-place distillation needs the max path as teacher: set supernet.sampler.sandwich=true "
                            "or supernet.loss.inplace_distill=false")
-        self.amp = amp_dtype(sn.get("amp"), self.device)
+        self.amp = C.amp_dtype(sn.get("amp"), self.device, "supernet.amp")
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if self.amp == "float16" else None
 
         self.dataset = build_dataset(cfg, "train", augment=True)
@@ -591,7 +483,11 @@ class Trainer:
     # --- monitoring ---------------------------------------------------------------------------
     def rank_check(self):
         if self._rank_check is None:
-            self._rank_check = RankCheck(self.cfg, self.sn.get("rank_check") or {}, self.rank, self.world)
+            if self.rank_check_factory is None:
+                raise KitError("supernet.rank_check.gt is set but this Trainer has no rank check: train through "
+                               "train_supernet.py (or train_supernet.sh), which wires evaluate's in")
+            self._rank_check = self.rank_check_factory(self.cfg, self.sn.get("rank_check") or {}, self.rank,
+                                                       self.world)
         return self._rank_check.run(self.model)
 
     # --- the loop -----------------------------------------------------------------------------
@@ -711,7 +607,7 @@ class Trainer:
         if self.world > 1:
             self.runtime.barrier()  # every rank's ledger file is closed before rank 0 reads them
         if self.main:
-            from evaluate.ledger import summarize_files, summary_line
+            from infra.ledger import summarize_files, summary_line
 
             # every rank's file, earlier sittings included: the files keep all phases across resumes
             ledgers = sorted(glob.glob(os.path.join(self.out, "ledger-supernet*.jsonl")))
@@ -721,79 +617,6 @@ class Trainer:
         return summary
 
     def _ledger(self):
-        from evaluate.ledger import Ledger, ledger_path
+        from infra.ledger import Ledger, ledger_path
 
         return Ledger(ledger_path(self.out, "supernet", self.rank, self.world), "supernet", rank=self.rank)
-
-
-# --- command line ----------------------------------------------------------------------------
-
-def split_positionals(items):
-    """[CONFIG] [key=value ...]: the first item without '=' is the config file."""
-    config, overrides = None, []
-    for item in items:
-        if "=" not in item and config is None and not overrides:
-            config = item
-        else:
-            overrides.append(item)
-    return config or C.default_config("demo"), overrides
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m supernet.train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [key=value]",
-                        help="config file (default configs/demo.yaml), then key=value overrides")
-    parser.add_argument("--plan", action="store_true",
-                        help="print the launch plan (output dir, CPU processes) as shell assignments and exit")
-    C.add_flags(parser, FLAGS)
-    return parser
-
-
-def load_config(argv=None):
-    args = build_parser().parse_intermixed_args(argv)
-    path, overrides = split_positionals(args.items)
-    cfg = C.resolve(path, args, FLAGS, overrides)
-    return cfg, args
-
-
-def launch_plan(cfg):
-    """What train_supernet.sh needs before starting the launcher (no Paddle import). Refuses bad
-    values and a run folder another run is writing, so neither gets as far as the launcher."""
-    import shlex
-
-    from encoding.runlock import check_free
-
-    sn = section(cfg)
-    out = sn.get("output_dir") or "runs/supernet"
-    procs = check_values(cfg)["launch.cpu_procs"] or 1
-    check_free(out)
-    device = str(cfg.get("device", "auto")).lower()
-    return "\n".join([f"OUTPUT_DIR={shlex.quote(out)}", f"CPU_PROCS={procs}", f"DEVICE={shlex.quote(device)}"])
-
-
-def main(argv=None):
-    cpu_speed.default_threads()  # before Paddle is imported
-    try:
-        cfg, args = load_config(argv)
-        if args.plan:
-            print(launch_plan(cfg))
-            return 0
-        summary = Trainer(cfg).run()
-    except TrainingDiverged as e:
-        print(f"error: training diverged: {e}", file=sys.stderr, flush=True)
-        return 3
-    except (KitError, OSError) as e:  # bad input, or a read-only folder, full disk, missing mount
-        print(f"error: {error_message(e)}", file=sys.stderr, flush=True)
-        return 2
-    if summary["finished"]:
-        print(f"supernet training finished: {summary['global_step']} steps, weights in "
-              f"{os.path.join(summary['output_dir'], 'supernet.pdparams')}", flush=True)
-    else:
-        print(f"stopped at global step {summary['global_step']} (max_steps); rerun the same command "
-              f"with a larger supernet.max_steps to continue from {summary['last_checkpoint']}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -98,7 +98,7 @@ def test_bad_settings_have_clear_errors(net, eval_set):
         SubnetEvaluator(net, eval_set, 8, "recalibrate", calib_batches=[])
     with pytest.raises(KitError, match="evaluation batch size must be >= 1, got 0"):
         SubnetEvaluator(net, eval_set, 0, "none")
-    with pytest.raises(KitError, match="unknown amp setting 'fp8': expected one of none, bf16, fp16"):
+    with pytest.raises(KitError, match="evaluate.amp must be one of none, bf16, fp16, got 'fp8'"):
         amp_dtype("fp8", "gpu:0")
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from encoding.config_file import ConfigError
+from infra.config_file import ConfigError
 from evaluate.fidelity import setting_configs
 from supernet.config import get, resolve
 

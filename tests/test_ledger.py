@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from evaluate import ledger as L
+from infra import ledger as L
 
 
 class FakeNVML:

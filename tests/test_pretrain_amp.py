@@ -1,4 +1,4 @@
-"""pretrain.py's AMP switch (train.amp / --amp), parsed by supernet training's own parser: fp32 by
+"""pretrain.py's AMP switch (train.amp / --amp), parsed by the kit's one AMP parser (supernet.config): fp32 by
 default, GPU only (Paddle 3.3's autocast does nothing on a CPU place), and both autocast branches
 (bf16; fp16 with a loss scaler whose state goes into the checkpoint) run when forced on CPU."""
 
@@ -9,7 +9,7 @@ import pytest
 from test_pretrain_run import images, official  # noqa: F401 - `images` is a fixture
 
 import pretrain
-import supernet.train
+import supernet.config
 from supernet.checkpoint import load_checkpoint
 
 
@@ -26,11 +26,11 @@ def test_amp_bf16_on_cpu_trains_in_fp32_with_a_finite_loss(images, tmp_path, cap
 def test_forced_autocast_branches_train_with_finite_losses(images, tmp_path, monkeypatch, amp, dtype):  # noqa: F811
     chosen = []
 
-    def forced(name, device, key_name="supernet.amp"):
-        chosen.append((name, key_name))
-        return supernet.train.AMP_DTYPES[str(name)]
+    def forced(name, device, key="amp", warn=False):
+        chosen.append((name, key))
+        return supernet.config.AMP_DTYPES[str(name)]
 
-    monkeypatch.setattr(supernet.train, "amp_dtype", forced)
+    monkeypatch.setattr(supernet.config, "amp_dtype", forced)
     out = tmp_path / amp
     assert pretrain.main(official(images, out, "--amp", amp)) == 0
     assert chosen == [(amp, "train.amp")]

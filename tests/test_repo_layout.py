@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-LAYOUT = ["encoding", "supernet", "evaluate", "submission", "tests", "configs", "bench", "docs", "data"]
+LAYOUT = ["infra", "encoding", "supernet", "evaluate", "submission", "tests", "configs", "bench", "docs", "data"]
 FILES = [".ci/run", "requirements.txt", "requirements-apt.txt", "install.sh", "README.md"]
-PADDLE_FREE = ["encoding", "submission"]
+PADDLE_FREE = ["infra", "encoding", "submission"]
 
 
 def _bash_blocks(text):

@@ -19,12 +19,12 @@ from test_train_supernet import DEMO, make_image_folder, tiny_overrides
 
 import pretrain
 from encoding import DOCUMENTED, ArchEntry, write_arch_list
-from encoding.atomic import sweep_temp_files
-from encoding.runlock import FolderInUse, acquire, check_free, release
+from infra.atomic import sweep_temp_files
+from infra.runlock import FolderInUse, acquire, check_free, release
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "train_supernet.sh")
-HOLD = ("import sys, time\nfrom encoding.runlock import acquire\nacquire(*sys.argv[1:])\n"
+HOLD = ("import sys, time\nfrom infra.runlock import acquire\nacquire(*sys.argv[1:])\n"
         "print('locked', flush=True)\ntime.sleep(300)\n")
 PRETRAIN_TINY = ["--batch_size", "4", "--max_epoch", "1", "--warmup", "1", "--device", "cpu", "--num_workers", "0",
                  "data.resolution=32", "data.val_resize=36", "model.width_mult=0.125", "model.num_classes=3"]
@@ -112,7 +112,7 @@ def evaluate_args(tmp_path, out):
 
 def test_every_writing_command_refuses_a_folder_in_use(tmp_path, images, image_tree, capsys):
     from evaluate.__main__ import main as evaluate_main
-    from supernet.train import main as train_main
+    from train_supernet import main as train_main
 
     out = tmp_path / "supernet"
     with Holder(out) as first:
@@ -146,7 +146,7 @@ def test_every_writing_command_refuses_a_folder_in_use(tmp_path, images, image_t
 
 
 def test_claiming_a_folder_sweeps_what_killed_atomic_writes_left(tmp_path):
-    from encoding.runlock import release
+    from infra.runlock import release
     from supernet.runtime import claim_run_folder
 
     run = tmp_path / "run"
@@ -246,7 +246,7 @@ def test_encoding_and_submission_commands_report_system_errors_in_one_line(tmp_p
 def test_training_and_evaluation_commands_report_a_read_only_folder_in_one_line(tmp_path, images, image_tree,
                                                                                monkeypatch, capsys):
     from evaluate.__main__ import main as evaluate_main
-    from supernet.train import main as train_main
+    from train_supernet import main as train_main
 
     code = DOCUMENTED.sample_many(1, seed=3)[0].code()
     archs = tmp_path / "gt-archs.json"

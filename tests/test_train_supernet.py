@@ -53,7 +53,7 @@ def image_dir(tmp_path_factory):
 
 def run_train(args, timeout=120):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "supernet.train", DEMO, *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train_supernet.py"), DEMO, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -147,7 +147,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_dir, tm
 
 
 def _trainer(image_dir, tmp_path, *extra):
-    from supernet.train import Trainer, load_config
+    from supernet.train import Trainer
+    from train_supernet import load_config
 
     cfg, _ = load_config([DEMO, *tiny_overrides(image_dir, str(tmp_path / "run"), *extra)])
     return Trainer(cfg)
@@ -220,7 +221,7 @@ def test_rank_check_logs_tau_and_pearson_of_the_ground_truth(image_dir, tmp_path
     # the evaluate package, reading the final weights file, measures the same accuracies
     from evaluate.evaluator import SubnetEvaluator
     from evaluate.inputs import build_calibration_batches, build_eval_set, load_supernet
-    from supernet.train import load_config
+    from train_supernet import load_config
 
     cfg, _ = load_config([DEMO, *tiny_overrides(image_dir, out, "evaluate.subset=0", "evaluate.batch_size=8",
                                                 "evaluate.calibration.batches=1", "evaluate.calibration.batch_size=8",
@@ -233,7 +234,8 @@ def test_rank_check_logs_tau_and_pearson_of_the_ground_truth(image_dir, tmp_path
 def test_command_line_pieces():
     from supernet.config import default_config
     from supernet.samplers import Path
-    from supernet.train import launch_plan, load_config, mean_by_kind, split_positionals
+    from supernet.train import mean_by_kind
+    from train_supernet import launch_plan, load_config, split_positionals
 
     assert split_positionals([]) == (default_config("demo"), [])
     assert split_positionals(["a.yaml", "x.y=1"]) == ("a.yaml", ["x.y=1"])

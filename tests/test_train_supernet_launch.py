@@ -87,7 +87,7 @@ def test_two_gloo_ranks_keep_identical_parameters(tmp_path, extra):
     assert all(("rank_loss" in s) == bool(extra) for s in steps) and steps
     for rank in (0, 1):
         assert os.path.isfile(os.path.join(out, "launch_logs", f"workerlog.{rank}"))
-    from evaluate.ledger import summarize_files
+    from infra.ledger import summarize_files
 
     ledgers = [os.path.join(out, f"ledger-supernet-rank{r}.jsonl") for r in (0, 1)]
     totals = summarize_files(ledgers, "supernet")

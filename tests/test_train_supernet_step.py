@@ -20,7 +20,8 @@ def image_dir(tmp_path_factory):
 
 
 def trainer(image_dir, tmp_path, *extra):
-    from supernet.train import Trainer, load_config
+    from supernet.train import Trainer
+    from train_supernet import load_config
 
     cfg, _ = load_config([DEMO, *tiny_overrides(image_dir, str(tmp_path / "run"), *extra)])
     t = Trainer(cfg)

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 
-from encoding import KitError, run_reporting_errors
+from .errors import KitError, run_reporting_errors
 
 J_PER_KWH = 3.6e6
 
@@ -599,10 +599,10 @@ def summary_line(s):
 
 
 def main(argv=None):
-    """`python -m evaluate.ledger FILE... [--kind K] [--subnets N] [--json]`: summarise ledgers."""
+    """`python -m infra.ledger FILE... [--kind K] [--subnets N] [--json]`: summarise ledgers."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m evaluate.ledger", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m infra.ledger", description=main.__doc__)
     parser.add_argument("files", nargs="+")
     parser.add_argument("--kind", choices=sorted(RUN_KINDS))
     parser.add_argument("--subnets", type=int)

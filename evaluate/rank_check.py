@@ -1,0 +1,74 @@
+"""Supernet training's per-epoch rank check: Kendall tau and Pearson of shared-weight accuracies
+against a ground truth, measured the way `python -m evaluate run` measures (monitoring only)."""
+
+import time
+
+from encoding import KitError, read_arch_list
+from supernet.config import get
+
+
+class RankCheck:
+    """Kendall tau and Pearson of supernet accuracies vs a ground-truth list, once per epoch.
+
+    Ranking quality, not supernet accuracy, is what the challenge scores, and it can peak before
+    the loss does; this shows it per epoch. The ground truth is only read to score: it never
+    reaches the loss. Every rank evaluates its share of the codes; results are gathered.
+    """
+
+    def __init__(self, cfg, rc, rank=0, world=1):
+        import paddle
+
+        from .evaluator import SubnetEvaluator, amp_dtype
+        from .inputs import build_calibration_batches, build_eval_set
+
+        entries = read_arch_list(rc["gt"])
+        limit = rc.get("max_archs")
+        if limit is not None and limit < len(entries):  # evenly spaced, so the subset spans the list
+            picks = sorted({round(i * (len(entries) - 1) / max(limit - 1, 1)) for i in range(limit)})
+            entries = [entries[i] for i in picks]
+        if len(entries) < 2:
+            raise KitError(f"supernet.rank_check.gt {rc['gt']}: need at least 2 codes to rank, got {len(entries)}")
+        self.entries = entries
+        self.rank, self.world = rank, world
+        # Images, BN calibration, batch size and AMP are the `evaluate:` section's, built by the
+        # evaluate package itself, so the curve shows what `python -m evaluate run` would measure.
+        device = paddle.device.get_device()
+        eval_set = build_eval_set(cfg, on_gpu=device.startswith("gpu"))
+        calib = build_calibration_batches(cfg)
+        mode = get(cfg, "evaluate.calibration.mode")
+        amp = amp_dtype(get(cfg, "evaluate.amp", None), device)
+        batch_size = int(get(cfg, "evaluate.batch_size"))
+        self.make = lambda model: SubnetEvaluator(model, eval_set, batch_size, mode, calib, amp)
+
+    def run(self, model):
+        """{'kendall_tau', 'pearson', 'archs', 'mean_top1', 'seconds'} (tau/pearson None if undefined)."""
+        import paddle
+
+        t0 = time.perf_counter()
+        active = model.active_arch
+        evaluator = self.make(model)
+        mine = {e.id: evaluator.evaluate(e.code)["top1"] for e in self.entries[self.rank::self.world]}
+        model.set_active(active)
+        if self.world > 1:
+            parts = []
+            paddle.distributed.all_gather_object(parts, mine)
+            mine = {k: v for part in parts for k, v in part.items()}
+        pred = [mine[e.id] for e in self.entries]
+        truth = [float(e.acc) for e in self.entries]
+        tau, pearson, note = _rank_metrics(pred, truth)
+        out = {"kendall_tau": tau, "pearson": pearson, "archs": len(pred),
+               "mean_top1": sum(pred) / len(pred), "seconds": time.perf_counter() - t0,
+               "top1": {e.id: mine[e.id] for e in self.entries}}
+        if note:
+            out["note"] = note
+        return out
+
+
+def _rank_metrics(pred, truth):
+    """(Kendall tau-b, Pearson, note): the leaderboard's metrics, None with a note where undefined."""
+    from submission.metrics import MetricError, kendall_tau_b, pearson
+
+    try:
+        return float(kendall_tau_b(pred, truth)), float(pearson(pred, truth)), None
+    except MetricError as e:
+        return None, None, str(e)
