@@ -58,7 +58,6 @@ from supernet.config import Flag, add_flags, default_config, get, net_spec, reso
 log = logging.getLogger("pretrain")
 
 
-cpu_speed.default_threads()  # before Paddle is imported (lazily, below)
 
 CHECKPOINT_PATTERN = "epoch_*.pdckpt"
 # Settings that may change between an interrupted run and its resumption.
@@ -616,6 +615,7 @@ def load_config(args):
 
 
 def main(argv=None):
+    cpu_speed.default_threads()  # before Paddle is imported (lazily, below)
     return run_reporting_errors(_run_command, parse_args(argv))
 
 

@@ -13,7 +13,6 @@ paddle.distributed.launch runs scripts, not modules, so this file also works as 
 
 import argparse
 import os
-import signal
 import sys
 import time
 
@@ -27,9 +26,6 @@ if __package__ in (None, ""):  # run as a script (the distributed launcher): imp
 from encoding import KitError, read_arch_list, run_reporting_errors  # noqa: E402
 from supernet import cpu_speed  # noqa: E402
 from supernet.config import Flag, add_flags, default_config, get, net_spec, resolve  # noqa: E402
-
-# Test hook: SIGKILL this process after it has appended this many records (resume tests).
-KILL_AFTER_ENV = "EVALUATE_KILL_AFTER_RECORDS"
 
 COMMON_FLAGS = [
     Flag("--checkpoint", "evaluate.checkpoint", str,
@@ -83,11 +79,12 @@ def check_codes(entries, source):
 
 def run_settings(cfg):
     """What decides the numbers in a results directory (pinned by its manifest)."""
-    from evaluate.inputs import calibration_settings, eval_settings, file_sha256, weight_files, weights_source
+    from evaluate.inputs import calibration_settings, eval_settings, weight_files, weights_source
+    from infra.atomic import file_digest
 
     kind, _ = weights_source(cfg)
     return {
-        "weights": {"kind": kind, "sha256": "+".join(file_sha256(p) for p in weight_files(cfg)),
+        "weights": {"kind": kind, "sha256": "+".join(file_digest(p) for p in weight_files(cfg)),
                     **({"reorder": bool(get(cfg, "evaluate.reorder", True))} if kind == "official" else {})},
         "model": net_spec(cfg).to_dict(),
         "eval": eval_settings(cfg),
@@ -147,7 +144,6 @@ def evaluate_pending(cfg, store, pending, share_size, rank, world, device):
     _say(f"setup {time.perf_counter() - t0:.1f} s on {device}: {len(eval_set)} evaluation images "
          f"{list(eval_set.shape[1:])} ({'device' if eval_set.on_device else 'host'} cache), "
          f"calibration '{mode}' with {len(calib)} batches", rank)
-    kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
     show = bool(get(cfg, "evaluate.progress", True)) and rank == 0
     bar = tqdm(total=share_size, initial=share_size - len(pending), unit="subnet", disable=not show,
                desc=f"rank {rank}/{world}" if world > 1 else "evaluate", dynamic_ncols=True)
@@ -163,8 +159,6 @@ def evaluate_pending(cfg, store, pending, share_size, rank, world, device):
                         result = evaluator_for(entry.code).evaluate(entry.code)
                         store.append({"id": entry.id, "code": entry.code, **result})
                         done += 1
-                        if kill_after and done >= kill_after:
-                            os.kill(os.getpid(), signal.SIGKILL)
                         bar.update(1)
                         bar.set_postfix_str(f"{60.0 * done / (time.perf_counter() - start):.1f} subnets/min")
                     c1, e1 = seconds()

@@ -6,7 +6,6 @@ images and a restore of the statistics it changed. Nothing is built or loaded pe
 """
 
 import time
-import warnings
 
 import paddle
 import paddle.nn.functional as F
@@ -14,6 +13,7 @@ import paddle.nn.functional as F
 from encoding import KitError
 
 from .calibration import MODES, BNSnapshot, autocast, recalibrate
+
 
 def amp_dtype(name, device, key="evaluate.amp"):
     """The evaluation's AMP dtype (supernet.config.amp_dtype; a warning where it cannot apply)."""

@@ -5,7 +5,6 @@ Kept apart from the command line so `run`, `fidelity` and the benchmark build th
 way, and so a cheaper setting (another subset, resolution or K) is only another config.
 """
 
-import hashlib
 import os
 
 import numpy as np
@@ -19,20 +18,11 @@ from .image_cache import CACHE_DTYPES, CACHE_PLACES, calibration_indices, gather
 DATA_LOCATION_KEYS = ("image_dir", "fashion_mnist_dir", "layout", "num_workers")
 
 
-def file_sha256(path, chunk=1 << 22):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                return h.hexdigest()
-            h.update(block)
-
-
 def check_settings(cfg):
     """Refuse bad evaluate.* values before anything is loaded or written."""
-    from .calibration import MODES
     from supernet.config import AMP_DTYPES
+
+    from .calibration import MODES
 
     def positive_int(key, minimum=1):
         value = get(cfg, key)

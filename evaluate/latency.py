@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 
@@ -293,15 +292,14 @@ def _by_code(table, batch):
 
 
 def spearman(x, y):
-    """Spearman rank correlation, or None when it is undefined (a constant column)."""
-    from scipy.stats import spearmanr
+    """The kit's Spearman rank correlation (submission.metrics), or None where it is undefined."""
+    from submission.errors import MetricError
+    from submission.metrics import spearman as rho
 
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
+    try:
+        return float(rho(x, y))
+    except MetricError:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(spearmanr(x, y).statistic)
 
 
 def compare(a, b, pairs=None, names=("A", "B")):

@@ -19,7 +19,7 @@ import os
 from encoding import KitError
 from infra.atomic import atomic_write_text
 from infra.config_file import differences
-from infra.errors import failing_to
+from infra.jsonl import JsonLines
 
 RESULT_KEYS = ("id", "code", "top1", "top5", "loss", "calibration", "seconds")
 SHARD_GLOB = "shard-*.jsonl"
@@ -172,19 +172,14 @@ class ResultsStore:
 
     # --- writing ------------------------------------------------------------------------
     def open(self, rank):
-        os.makedirs(self.out_dir, exist_ok=True)
-        self._file = open(self.shard_path(rank), "ab")
+        self._file = JsonLines(self.shard_path(rank), fsync=True, action="append a result to")
         return self
 
     def append(self, record):
         """One record, one line, on disk before this returns (flush + fsync)."""
         if self._file is None:
             raise RuntimeError("ResultsStore.append before open()")
-        line = json.dumps({k: record[k] for k in RESULT_KEYS}) + "\n"
-        with failing_to("append a result to", self._file.name):
-            self._file.write(line.encode("utf-8"))
-            self._file.flush()
-            os.fsync(self._file.fileno())
+        self._file.write({k: record[k] for k in RESULT_KEYS})
 
     def close(self):
         if self._file is not None:

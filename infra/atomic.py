@@ -89,3 +89,14 @@ def atomic_write_text(path, text: str):
 
 def atomic_write_json(path, obj, indent=None):
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def file_digest(path, algorithm="sha256", chunk=1 << 22):
+    """Hex digest of a file's bytes, read in chunks (weights, datasets, manifests' pins)."""
+    import hashlib
+
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

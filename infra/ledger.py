@@ -32,6 +32,7 @@ import threading
 import time
 
 from .errors import KitError, run_reporting_errors
+from .jsonl import JsonLines
 
 J_PER_KWH = 3.6e6
 
@@ -403,9 +404,7 @@ class Ledger:
         self.sync = _paddle_sync if sync is None else sync
         self.records = []
         self._open = None
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = JsonLines(self.path)
         self._write({
             "type": "start", "run_kind": run_kind, "rank": self.rank, "device": self.device_name,
             "time": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
@@ -413,8 +412,7 @@ class Ledger:
         })
 
     def _write(self, record):
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        self._file.write(record)
 
     @contextlib.contextmanager
     def phase(self, name, images=0, **extra):

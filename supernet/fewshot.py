@@ -19,7 +19,6 @@ loads for the codes of that group, all groups into one results file.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ import sys
 from dataclasses import dataclass
 
 from encoding import Arch, KitError, get_space, parse
-from infra.atomic import atomic_write_json
+from infra.atomic import atomic_write_json, file_digest
 
 MANIFEST_VERSION = 1
 
@@ -80,14 +79,6 @@ def route(groups, code):
                    f"({', '.join(g.name for g in groups)}): add a catch-all group last")
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def split(checkpoint, groups, out):
     """Write the manifest and every group's initial weights; return the manifest dict."""
     if not os.path.isfile(checkpoint):
@@ -100,7 +91,7 @@ def split(checkpoint, groups, out):
         shutil.copyfile(checkpoint, tmp)
         os.replace(tmp, init)
     manifest = {"version": MANIFEST_VERSION, "source": os.path.abspath(checkpoint),
-                "source_sha256": _sha256(checkpoint),
+                "source_sha256": file_digest(checkpoint),
                 "groups": [{**g.to_dict(), "init": f"{g.name}/init.pdparams", "weights": f"{g.name}/supernet.pdparams"}
                            for g in groups]}
     atomic_write_json(os.path.join(out, "manifest.json"), manifest, indent=1)

@@ -23,13 +23,12 @@ import glob
 import json
 import math
 import os
-import signal
 import time
 
 from encoding import KitError, atomic_write_text, costs
 from infra.atomic import atomic_write_bytes
 from infra.config_file import differences
-from infra.errors import failing_to
+from infra.jsonl import JsonLines
 
 from . import config as C
 
@@ -94,8 +93,7 @@ def _int_or_none(value, key, minimum=1):
 
 # Integer settings under `supernet:` (each >= 1 or null) and their defaults.
 INT_SETTINGS = {"epochs": None, "max_steps": None, "batch_size": None, "checkpoint.every_steps": None,
-                "checkpoint.keep": 2, "log.every_steps": 10, "debug.kill_after_step": None,
-                "debug.nan_at_step": None, "launch.cpu_procs": 1, "rank_check.max_archs": 50}
+                "checkpoint.keep": 2, "log.every_steps": 10, "launch.cpu_procs": 1, "rank_check.max_archs": 50}
 
 
 def check_values(cfg):
@@ -158,25 +156,6 @@ def mean_by_kind(paths, values):
 
 def _fmt(x):
     return "n/a" if x is None else f"{x:.4f}"
-
-
-class JsonLines:
-    """Append-only log; each record is one write() on an O_APPEND descriptor, so lines never
-    interleave or tear, and a crash loses at most the record being written."""
-
-    def __init__(self, path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def write(self, record):
-        with failing_to("write", self.path):
-            os.write(self.fd, (json.dumps(record) + "\n").encode("utf-8"))
-
-    def close(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 def trim_log(path, global_step):
@@ -263,7 +242,6 @@ class Trainer:
         self.every_steps, self.keep = ints["checkpoint.every_steps"], ints["checkpoint.keep"]
         self.keep_epochs = bool((sn.get("checkpoint") or {}).get("keep_epochs", False))
         self.log_every = ints["log.every_steps"]
-        self.kill_after_step, self.nan_at_step = ints["debug.kill_after_step"], ints["debug.nan_at_step"]
 
         runtime.seed_everything(self.seed)
         self.spec = C.net_spec(cfg)
@@ -364,8 +342,6 @@ class Trainer:
                     loss = smoothed_cross_entropy(logits, y, self.smoothing)
                 else:
                     loss = distillation_loss(logits, max_logits, self.temperature)
-                if self.nan_at_step == global_step + 1:
-                    loss = loss * float("nan")
                 if path.kind == "max":
                     max_logits = logits.detach()  # the teacher of the paths after it
                 if joint:
@@ -567,8 +543,6 @@ class Trainer:
                             self.save(epoch + 1, 0, global_step, epoch_end=True)
                         elif at_max or (self.every_steps and global_step % self.every_steps == 0):
                             self.save(epoch, done_steps, global_step)
-                        if self.kill_after_step == global_step:
-                            os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume test
                         if at_max:
                             stopped_by_max = True
                             break

@@ -13,8 +13,15 @@ from test_data_images import _cfg, write_image_tree
 from evaluate.evaluator import evaluate_model
 from evaluate.inputs import build_calibration_batches, build_eval_set
 from supernet.config import resolve
-from supernet.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, Normalize
-from supernet.data import build_dataset, build_loader
+from supernet.data import (
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Normalize,
+    build_dataset,
+    build_loader,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,9 +10,10 @@ import sys
 import paddle
 import pytest
 from fakedata import write_fashion_like
+from faults import EVALUATE_KILL, python_with
 
 from encoding import DOCUMENTED, ArchEntry, write_arch_list
-from evaluate.__main__ import KILL_AFTER_ENV, check_codes, main
+from evaluate.__main__ import check_codes, main
 from supernet import ResNet48Supernet
 from supernet.checkpoint import save_checkpoint
 from supernet.config import load_yaml, net_spec
@@ -50,13 +51,16 @@ def setup(tmp_path_factory):
     return {"dir": d, "config": str(config), "ckpt": str(ckpt), "archs": str(archs)}
 
 
-def cli(setup, out, *extra, env=None, launch=False):
+def cli(setup, out, *extra, env=None, launch=False, fault=None):
+    """`python -m evaluate run` on the tiny setting; with `fault` (tests/faults.py), that fault injected."""
     args = ["run", "--config", setup["config"], "--checkpoint", setup["ckpt"], "--archs", setup["archs"],
             "--out", str(out), *extra]
     full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     if launch:
         cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
                "--log_dir", str(out) + "-logs", os.path.join("evaluate", "__main__.py"), *args]
+    elif fault:
+        cmd = python_with(fault, "evaluate.__main__", args)
     else:
         cmd = [sys.executable, "-m", "evaluate", *args]
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120)
@@ -87,7 +91,7 @@ def reference(setup):
 
 def test_killed_run_resumes_to_the_same_results_with_a_torn_line_dropped(setup, reference):
     out = setup["dir"] / "resumed"
-    killed = cli(setup, out, env={KILL_AFTER_ENV: "2"})
+    killed = cli(setup, out, fault=EVALUATE_KILL.format(records=2))
     assert killed.returncode == -9, killed.stderr
     shard = out / "shard-00000.jsonl"
     assert shard_ids(shard) == ["net0", "net1"]

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from infra.config_file import ConfigError
 from evaluate.fidelity import setting_configs
+from infra.config_file import ConfigError
 from supernet.config import get, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

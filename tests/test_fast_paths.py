@@ -320,7 +320,7 @@ def test_default_threads_share_the_cores(environ, cores, expect):
 
 def test_entry_points_leave_paddle_unimported_until_threads_are_set():
     """Paddle pins OMP_NUM_THREADS to 1 when it is imported first, so no entry point may import it
-    at module level: their main() (pretrain: module body) sets the thread count first."""
+    at module level: their main() sets the thread count first."""
     code = ("import sys\nimport pretrain, train_supernet, supernet.train, evaluate.__main__, evaluate.latency\n"
             "print('paddle' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}

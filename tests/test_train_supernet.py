@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from faults import SUPERNET_FAULT, python_with
 from PIL import Image
 
 from encoding import RELEASED, ArchEntry, write_arch_list
@@ -51,10 +52,12 @@ def image_dir(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("images"))
 
 
-def run_train(args, timeout=120):
+def run_train(args, timeout=120, fault=None):
+    """train_supernet.py DEMO ARGS in a subprocess; with `fault` (tests/faults.py), that fault injected."""
     env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, os.path.join(ROOT, "train_supernet.py"), DEMO, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    argv = ([sys.executable, os.path.join(ROOT, "train_supernet.py"), DEMO, *args] if fault is None
+            else python_with(fault, "train_supernet", [DEMO, *args]))
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def load_state(path):
@@ -77,7 +80,7 @@ def test_kill_and_resume_gives_the_weights_of_a_straight_run(image_dir, tmp_path
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     a = run_train(tiny_overrides(image_dir, straight, *common))
     assert a.returncode == 0, a.stderr[-3000:]
-    b = run_train(tiny_overrides(image_dir, killed, *common, "supernet.debug.kill_after_step=7"))
+    b = run_train(tiny_overrides(image_dir, killed, *common), fault=SUPERNET_FAULT.format(kind="kill", step=7))
     assert b.returncode == -9, b.stderr[-3000:]
     assert not os.path.exists(os.path.join(killed, "supernet.pdparams"))
     assert sorted(os.listdir(os.path.join(killed, "checkpoints"))) == [
@@ -119,8 +122,8 @@ def test_kill_and_resume_gives_the_weights_of_a_straight_run(image_dir, tmp_path
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_dir, tmp_path):
     out = str(tmp_path / "nan")
-    proc = run_train(tiny_overrides(image_dir, out, "supernet.epochs=2", "supernet.checkpoint.every_steps=2",
-                                    "supernet.debug.nan_at_step=3"))
+    proc = run_train(tiny_overrides(image_dir, out, "supernet.epochs=2", "supernet.checkpoint.every_steps=2"),
+                     fault=SUPERNET_FAULT.format(kind="nan", step=3))
     assert proc.returncode == 3, proc.stderr[-3000:]
     message = proc.stderr.strip().splitlines()[-1]
     max_code = RELEASED.max_arch().code()

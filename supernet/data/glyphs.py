@@ -16,7 +16,6 @@ which checks the manifest against the config's `data.glyphs` section. numpy and 
 """
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -26,6 +25,8 @@ import time
 import numpy as np
 import PIL
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
+
+from infra.atomic import atomic_write_bytes, file_digest
 
 from .errors import DataError
 from .idx import FASHION_MNIST_FILES, load_fashion_mnist
@@ -166,18 +167,7 @@ def idx_bytes(array):
 
 
 def _md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    return file_digest(path, "md5")
 
 
 def build(out, classes=100, train_per_class=600, test_per_class=100, seed=0, size=28, chars=None, faces=None):
@@ -215,7 +205,7 @@ def build(out, classes=100, train_per_class=600, test_per_class=100, seed=0, siz
             mean, std = round(mean, 6), round(float(np.sqrt(counts @ (levels - mean) ** 2)), 6)
         for stem, array in zip(FASHION_MNIST_FILES[kit_split], (images, labels), strict=True):
             path = os.path.join(out, stem)
-            _write(path, idx_bytes(array))
+            atomic_write_bytes(path, idx_bytes(array))
             files[stem] = _md5(path)
     manifest = {
         "format": FORMAT,
@@ -232,7 +222,8 @@ def build(out, classes=100, train_per_class=600, test_per_class=100, seed=0, siz
         "std": std,
         "files": files,
     }
-    _write(os.path.join(out, "manifest.json"), (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode())
+    text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
+    atomic_write_bytes(os.path.join(out, "manifest.json"), text.encode())
     return manifest
 
 
