@@ -32,7 +32,8 @@ def run(argv, log):
     start = time.perf_counter()
     print(f"$ {' '.join(argv)}", flush=True)
     with open(log, "a", encoding="utf-8") as f:
-        proc = subprocess.run(argv, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run(argv, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, PYTHON=sys.executable))  # train_supernet.sh's interpreter
     if proc.returncode:
         sys.exit(f"error: stage failed (exit {proc.returncode}); see {log}")
     print(f"  {time.perf_counter() - start:.0f} s", flush=True)
