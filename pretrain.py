@@ -111,7 +111,8 @@ def recipe(cfg):
 
 
 # Keys added after ground-truth files were written, with the value those files were trained with.
-LATER_KEYS = {"train.amp": "none", "train.zero_init_residual": False, "train.global_batch_size": None, "train.lr_schedule": "cosine"}
+LATER_KEYS = {"train.amp": "none", "train.zero_init_residual": False, "train.global_batch_size": None,
+              "train.lr_schedule": "cosine"}
 
 
 def recipe_changes(old, new):
@@ -172,23 +173,19 @@ def evaluate_classifier(model, loader):
     """Top-1, top-5 (top-k for k = min(5, classes)) and mean cross-entropy over the loader's
     dataset, summed over ranks (each rank holds an exact, unpadded shard)."""
     import paddle
-    import paddle.nn.functional as F
 
+    from evaluate.evaluator import batch_counts
     from supernet.runtime import unwrap
     net = unwrap(model)
     net.eval()
-    sums = None  # correct1, correct5, loss sum, count; kept on the device until the end
+    sums, count = None, 0  # correct1, correct5, loss sum: kept on the device until the end
     with paddle.no_grad():
         for images, labels in loader:
-            logits = net(images)
-            k = min(5, logits.shape[1])
-            hit = (paddle.topk(logits, k, axis=1)[1] == labels.unsqueeze(1)).astype("float64")
-            loss = F.cross_entropy(logits, labels, reduction="sum").astype("float64")
-            batch = paddle.stack([hit[:, 0].sum(), hit.sum(), loss.reshape([]),
-                                  paddle.to_tensor(float(labels.shape[0]), dtype="float64")])
+            batch = batch_counts(net(images), labels)
             sums = batch if sums is None else sums + batch
-    sums = sums.numpy().tolist() if sums is not None else [0.0] * 4
-    c1, c5, loss_sum, n = _all_reduce_sum(sums)
+            count += int(labels.shape[0])
+    sums = sums.numpy().tolist() if sums is not None else [0.0] * 3
+    c1, c5, loss_sum, n = _all_reduce_sum([*sums, float(count)])
     if n == 0:
         raise TrainingError("the validation split is empty")
     return {"top1": c1 / n, "top5": c5 / n, "loss": loss_sum / n, "count": int(n), "bad_images": loader.bad_count}
@@ -197,10 +194,9 @@ def evaluate_classifier(model, loader):
 def _train_epoch(model, loader, optimizer, scheduler, epoch, max_epoch, global_batch, amp=None, scaler=None):
     """One epoch; `amp` a paddle autocast dtype (None: fp32), `scaler` a GradScaler for float16."""
     import paddle.nn.functional as F
-
-    from evaluate.calibration import autocast
     from tqdm import tqdm
 
+    from evaluate.calibration import autocast
     from supernet.runtime import is_main, world_size
     model.train()
     steps = len(loader)
@@ -300,6 +296,7 @@ def train_standalone(cfg, arch_id=None):
         save_checkpoint,
         training_state,
     )
+    from supernet.config import amp_dtype
     from supernet.data import build_dataset, build_loader
     from supernet.optim import build_optimizer
     from supernet.runtime import (
@@ -313,7 +310,6 @@ def train_standalone(cfg, arch_id=None):
         setup_device,
     )
     from supernet.static import build_static
-    from supernet.config import amp_dtype
 
     wall_start = time.perf_counter()
     device = setup_device(cfg)
@@ -552,7 +548,8 @@ def build_ground_truth(cfg):
                 changes = recipe_changes(old.get("recipe", {}), this_recipe)
                 if changes:
                     raise TrainingError(f"{gt_path}: {entry.id} was trained with other settings "
-                                        f"({'; '.join(changes[:5])}): give another --out, or delete the file to retrain")
+                                        f"({'; '.join(changes[:5])}): give another --out, or delete the file to "
+                                        f"retrain")
                 if old.get("seeds") == seeds:
                     log.info("%s: finished, skipped", entry.id)
                     continue

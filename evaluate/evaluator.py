@@ -22,6 +22,16 @@ def amp_dtype(name, device, key="evaluate.amp"):
     return parse(name, device, key, warn=True)
 
 
+def batch_counts(logits, labels):
+    """[top-1 hits, top-5 hits (top-k, k = min(5, classes)), summed cross-entropy] of one batch, as a
+    float64 tensor on the device: the one place the kit counts accuracy (evaluation and pretrain.py)."""
+    logits = logits.astype("float32")
+    k = min(5, logits.shape[1])
+    hits = (paddle.topk(logits, k=k, axis=1).indices == labels.unsqueeze(1)).astype("float64")
+    loss = F.cross_entropy(logits, labels, reduction="sum").astype("float64")
+    return paddle.stack([hits[:, 0].sum(), hits.sum(), loss.reshape([])])
+
+
 def evaluate_model(model, eval_set, batch_size, amp=None):
     """(top1, top5, mean cross-entropy) of `model` in eval mode over `eval_set`.
 
@@ -29,26 +39,19 @@ def evaluate_model(model, eval_set, batch_size, amp=None):
     """
     was_training = model.training
     model.eval()
-    loss_sum = paddle.zeros([], dtype="float64")
-    hit1 = paddle.zeros([], dtype="int64")
-    hit5 = paddle.zeros([], dtype="int64")
+    sums = paddle.zeros([3], dtype="float64")
     try:
         with paddle.no_grad():
             for x, y in eval_set.batches(batch_size):
                 with autocast(amp):
                     logits = model(x)
-                logits = logits.astype("float32")
-                k = min(5, logits.shape[1])
-                top = paddle.topk(logits, k=k, axis=1).indices
-                hits = (top == y.unsqueeze(1)).astype("int64")
-                hit1 += hits[:, 0].sum()
-                hit5 += hits.sum()
-                loss_sum += F.cross_entropy(logits, y, reduction="sum").astype("float64")
+                sums += batch_counts(logits, y)
     finally:
         if was_training:
             model.train()
     n = len(eval_set)
-    return hit1.item() / n, hit5.item() / n, loss_sum.item() / n
+    hit1, hit5, loss_sum = sums.numpy().tolist()
+    return hit1 / n, hit5 / n, loss_sum / n
 
 
 class SubnetEvaluator:
