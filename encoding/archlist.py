@@ -86,3 +86,12 @@ def dumps_arch_list(entries):
 def write_arch_list(path, entries):
     """Write atomically (temp file + rename) so a crash never leaves half a file."""
     atomic_write_text(path, dumps_arch_list(entries))
+
+
+def seeded_subset(entries, n, seed):
+    """`n` of `entries` drawn without replacement by a generator seeded with `seed`, kept in list
+    order: the kit's one way to pick a sample of an architecture list (fidelity, latency)."""
+    import numpy as np
+
+    keep = np.sort(np.random.default_rng(int(seed)).choice(len(entries), size=int(n), replace=False))
+    return [entries[i] for i in keep]

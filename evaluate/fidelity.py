@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from encoding import KitError
+from encoding.archlist import seeded_subset
 from supernet.config import apply_protocol, get, set_key
 
 from .evaluator import SubnetEvaluator, amp_dtype
@@ -32,8 +33,7 @@ def sample_entries(entries, n, seed):
         return list(entries)
     if int(n) < 2:
         raise KitError(f"fidelity needs a sample of at least 2 subnets, got {n}")
-    idx = np.sort(np.random.default_rng(int(seed)).choice(len(entries), size=int(n), replace=False))
-    return [entries[i] for i in idx]
+    return seeded_subset(entries, n, seed)
 
 
 def setting_configs(cfg):

@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from encoding import DOCUMENTED, CodeError, KitError, costs, read_arch_list, run_reporting_errors
+from encoding.archlist import seeded_subset
 from infra.atomic import atomic_write_json
 from supernet import config as C
 
@@ -111,9 +112,7 @@ def select_entries(entries, sample, seed):
         return list(entries)
     if sample > len(entries):
         raise LatencyError(f"asked to sample {sample} codes but the list has only {len(entries)}")
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(len(entries), size=sample, replace=False))
-    return [entries[i] for i in keep]
+    return seeded_subset(entries, sample, seed)
 
 
 # --- measuring -----------------------------------------------------------------------------
