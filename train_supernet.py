@@ -13,10 +13,10 @@ import argparse
 import os
 import sys
 
-from infra.errors import error_message
+from infra.errors import KitError, error_message
 from supernet import config as C
 from supernet import cpu_speed
-from supernet.train import KitError, Trainer, TrainingDiverged, check_values, section
+from supernet.train import Trainer, TrainingDiverged, check_values, section
 
 # Command-line flags; every one is also a config key (key=value reaches all the others).
 FLAGS = [

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 
 from encoding import Arch, KitError, get_space, parse
-from infra.atomic import atomic_write_json, file_digest
+from infra.atomic import atomic_replace, atomic_write_json, file_digest
 
 MANIFEST_VERSION = 1
 
@@ -83,13 +83,8 @@ def split(checkpoint, groups, out):
     """Write the manifest and every group's initial weights; return the manifest dict."""
     if not os.path.isfile(checkpoint):
         raise KitError(f"--checkpoint {checkpoint} does not exist")
-    os.makedirs(out, exist_ok=True)
-    for g in groups:
-        os.makedirs(os.path.join(out, g.name), exist_ok=True)
-        init = os.path.join(out, g.name, "init.pdparams")
-        tmp = init + ".tmp"
-        shutil.copyfile(checkpoint, tmp)
-        os.replace(tmp, init)
+    for g in groups:  # atomic_replace makes the group's folder and never leaves half a copy
+        atomic_replace(os.path.join(out, g.name, "init.pdparams"), lambda tmp: shutil.copyfile(checkpoint, tmp))
     manifest = {"version": MANIFEST_VERSION, "source": os.path.abspath(checkpoint),
                 "source_sha256": file_digest(checkpoint),
                 "groups": [{**g.to_dict(), "init": f"{g.name}/init.pdparams", "weights": f"{g.name}/supernet.pdparams"}
