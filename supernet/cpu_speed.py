@@ -13,7 +13,9 @@ in again: ~4,000-19,000 page faults and 10-40 ms of kernel time per 128-image ba
 net. Fixing glibc's mmap threshold at its 32 MB ceiling and never trimming keeps those blocks
 in the process (RSS stays at its peak, which every step reaches anyway).
 
-`conv`: which CPU convolution runs (`supernet.onednn_conv.set_backend`).
+`conv`: which CPU convolution the models' layers call (`supernet.conv`): 'onednn' installs the path of
+`supernet.onednn_conv`, 'paddle' Paddle's own kernel, 'auto' oneDNN when it loads and checks out.
+Only a CPU run imports `supernet.onednn_conv`.
 
 Both keep results equal to the plain path up to float32 rounding (tests/test_fast_paths.py);
 bench/cpu_throughput.py measures what each one gains.
@@ -32,6 +34,7 @@ MKL_AVX2 = "5"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 MMAP_THRESHOLD_MAX = 32 * 2**20              # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
 TRIM_NEVER = 2**31 - 1
+CONV_BACKENDS = ("auto", "onednn", "paddle")
 DEFAULTS = {"conv": "auto", "mkl_avx2_on_amd": "auto", "keep_freed_memory": "auto"}
 
 
@@ -146,14 +149,16 @@ def configure(section=None, device="cpu"):
     unknown = sorted(set(section) - set(DEFAULTS))
     if unknown:
         raise CpuSpeedError(f"unknown cpu config keys {unknown}; known: {sorted(DEFAULTS)}")
-    from . import onednn_conv
-
-    if str(section["conv"]).strip().lower() not in onednn_conv.BACKENDS:
-        raise CpuSpeedError(f"cpu.conv must be one of {', '.join(onednn_conv.BACKENDS)}, got {section['conv']!r}")
+    if str(section["conv"]).strip().lower() not in CONV_BACKENDS:
+        raise CpuSpeedError(f"cpu.conv must be one of {', '.join(CONV_BACKENDS)}, got {section['conv']!r}")
     mkl_mode = _mode("mkl_avx2_on_amd", section["mkl_avx2_on_amd"])
     memory_mode = _mode("keep_freed_memory", section["keep_freed_memory"])
     if not str(device).startswith("cpu"):
-        return {"conv": onednn_conv.set_backend("paddle"), "mkl_avx2": False, "keep_freed_memory": False}
+        from . import conv
+
+        return {"conv": conv.install(None, "paddle"), "mkl_avx2": False, "keep_freed_memory": False}
+    from . import onednn_conv
+
     mkl = mkl_avx2_on_amd(mkl_mode)  # before the conv self-check calls MKL
     memory = keep_freed_memory(memory_mode)
     return {"conv": onednn_conv.set_backend(section["conv"]), "mkl_avx2": mkl, "keep_freed_memory": memory}

@@ -20,12 +20,13 @@ import sys
 import numpy as np
 import paddle
 import paddle.nn.functional as F
-from paddle import nn
 from paddle.autograd import PyLayer
 
-from encoding import KitError
+from infra.errors import KitError
 
-BACKENDS = ("auto", "onednn", "paddle")
+from . import conv
+from .cpu_speed import CONV_BACKENDS as BACKENDS
+
 MAX_PLANS = 512  # shapes kept (a supernet meets a few hundred); least recently used go first
 
 
@@ -351,19 +352,22 @@ def available():
 def set_backend(name="auto"):
     """Choose the CPU convolution: 'onednn', 'paddle', or 'auto' (oneDNN when it loads and checks out).
 
-    Returns the backend in force. Has no effect on GPU tensors, which always use Paddle's kernels.
+    Returns the backend in force, installed as `supernet.conv.conv2d` (what the models' layers call).
+    Has no effect on GPU tensors, which always use Paddle's kernels.
     """
     name = "auto" if name is None else str(name).strip().lower()
     if name not in BACKENDS:
         raise OneDNNError(f"unknown CPU convolution backend {name!r}: expected one of {', '.join(BACKENDS)}")
-    if name == "paddle":
-        _state["backend"] = "paddle"
-        return "paddle"
     _state["backend"] = "paddle"  # while self-checking, conv2d must mean Paddle's kernel
+    conv.install(None, "paddle")
+    if name == "paddle":
+        return "paddle"
     ok, why = available()
     if not ok and name == "onednn":
         raise OneDNNError(f"CPU convolution backend 'onednn' is not available: {why}")
-    _state["backend"] = "onednn" if ok else "paddle"
+    if ok:
+        _state["backend"] = "onednn"
+        conv.install(conv2d, "onednn")
     return _state["backend"]
 
 
@@ -425,27 +429,3 @@ def conv2d(x, weight, stride=1, padding=0):
     if _state["backend"] == "onednn" and _supported(x, weight, stride, padding):
         return _onednn_conv2d(x, weight, stride, padding)
     return F.conv2d(x, weight, stride=stride, padding=padding)
-
-
-# --- layers -------------------------------------------------------------------------------
-def _layer_supported(layer):
-    return (layer._groups == 1 and list(layer._dilation) == [1, 1] and layer._data_format == "NCHW"
-            and layer._padding_mode == "zeros" and isinstance(layer._padding, int | list | tuple)
-            and (isinstance(layer._padding, int) or len(layer._padding) == 2))
-
-
-def _conv2d_layer_forward(layer, x):
-    out = conv2d(x, layer.weight, stride=layer._stride, padding=layer._padding)
-    if layer.bias is not None:
-        out = out + layer.bias.reshape([1, -1, 1, 1])
-    return out
-
-
-class Conv2D(nn.Conv2D):
-    """`paddle.nn.Conv2D` (same parameters, same state_dict keys) whose forward goes through `conv2d`
-    when the layer is a plain one (groups 1, dilation 1, NCHW, zero padding)."""
-
-    def forward(self, x):
-        if _layer_supported(self):
-            return _conv2d_layer_forward(self, x)
-        return super().forward(x)

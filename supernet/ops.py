@@ -14,7 +14,7 @@ from paddle import nn
 
 from encoding import KitError
 
-from . import onednn_conv
+from . import conv
 
 
 def _prefix(tensor, sizes):
@@ -48,7 +48,7 @@ class DynamicConv2D(nn.Layer):
         _check("DynamicConv2D output", out_channels, self.out_max)
         _check("DynamicConv2D input", in_channels, self.in_max)
         weight = _prefix(self.weight, (out_channels, in_channels))
-        return onednn_conv.conv2d(x, weight, stride=self.stride, padding=self.padding)
+        return conv.conv2d(x, weight, stride=self.stride, padding=self.padding)
 
     def extra_repr(self):
         return (f"in_max={self.in_max}, out_max={self.out_max}, kernel_size={self.kernel_size}, "

@@ -11,7 +11,7 @@ from paddle import nn
 from encoding import Arch, KitError, NetSpec, parse, widths
 from encoding.netspec import STEMS
 
-from . import onednn_conv
+from . import conv
 
 
 def resolve_spec(spec):
@@ -27,8 +27,8 @@ class Stem(nn.Layer):
     def __init__(self, spec: NetSpec, out_channels):
         super().__init__()
         kernel, stride, padding, pool = STEMS[spec.stem]
-        self.conv = onednn_conv.Conv2D(spec.in_channels, out_channels, kernel, stride=stride, padding=padding,
-                              bias_attr=False)
+        self.conv = conv.Conv2D(spec.in_channels, out_channels, kernel, stride=stride, padding=padding,
+                                bias_attr=False)
         self.bn = nn.BatchNorm2D(out_channels)
         self.relu = nn.ReLU()
         self.pool = nn.MaxPool2D(3, stride=2, padding=1) if pool else None
@@ -41,14 +41,14 @@ class Stem(nn.Layer):
 class BasicBlock(nn.Layer):
     def __init__(self, in_channels, mid_channels, out_channels, stride):
         super().__init__()
-        self.conv1 = onednn_conv.Conv2D(in_channels, mid_channels, 3, stride=stride, padding=1, bias_attr=False)
+        self.conv1 = conv.Conv2D(in_channels, mid_channels, 3, stride=stride, padding=1, bias_attr=False)
         self.bn1 = nn.BatchNorm2D(mid_channels)
-        self.conv2 = onednn_conv.Conv2D(mid_channels, out_channels, 3, stride=1, padding=1, bias_attr=False)
+        self.conv2 = conv.Conv2D(mid_channels, out_channels, 3, stride=1, padding=1, bias_attr=False)
         self.bn2 = nn.BatchNorm2D(out_channels)
         self.relu = nn.ReLU()
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
-                onednn_conv.Conv2D(in_channels, out_channels, 1, stride=stride, bias_attr=False),
+                conv.Conv2D(in_channels, out_channels, 1, stride=stride, bias_attr=False),
                 nn.BatchNorm2D(out_channels),
             )
         else:

@@ -12,7 +12,7 @@ import pytest
 from paddle import nn
 
 from encoding import RELEASED, KitError, NetSpec
-from supernet import cpu_speed, onednn_conv
+from supernet import conv, cpu_speed, onednn_conv
 from supernet.model import ResNet48Supernet
 from supernet.ops import DynamicConv2D
 from supernet.static import build_static
@@ -129,10 +129,39 @@ def test_plan_cache_evicts_and_stays_correct(monkeypatch):
             assert len(onednn_conv._plans) <= 2
 
 
+def test_conv_seam_is_paddles_own_kernel_until_a_backend_is_installed():
+    paddle.seed(6)
+    plain = nn.Conv2D(3, 6, 3, stride=2, padding=1)  # with a bias: the layer adds it after the seam
+    seam = conv.Conv2D(3, 6, 3, stride=2, padding=1)
+    seam.set_state_dict(plain.state_dict())
+    x = paddle.randn([2, 3, 9, 9])
+    assert onednn_conv.set_backend("paddle") == "paddle" and conv.installed() == "paddle"
+    assert np.array_equal(plain(x).numpy(), seam(x).numpy())
+    assert onednn_conv.set_backend("onednn") == "onednn" and conv.installed() == "onednn"
+    assert rel(plain(x).numpy(), seam(x).numpy()) < 1e-5
+    assert onednn_conv.set_backend("paddle") == "paddle" and conv.installed() == "paddle"
+
+
+def test_a_gpu_run_never_loads_the_onednn_path():
+    """The entry point installs the CPU backend: on any other device the models are plain Paddle layers
+    and `supernet.onednn_conv` is never imported."""
+    code = ("import sys\nfrom supernet import conv, cpu_speed, model, static\n"
+            "got = cpu_speed.configure({'conv': 'onednn'}, device='gpu:0')\n"
+            "print(got['conv'], conv.installed(), 'supernet.onednn_conv' in sys.modules)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["paddle", "paddle", "False"]
+    code = code.replace("device='gpu:0'", "device='cpu'")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["onednn", "onednn", "True"]
+
+
 def test_conv2d_layer_keeps_paddles_parameters_and_results():
     paddle.seed(5)
     plain = nn.Conv2D(3, 6, 3, stride=2, padding=1)
-    fast = onednn_conv.Conv2D(3, 6, 3, stride=2, padding=1)
+    fast = conv.Conv2D(3, 6, 3, stride=2, padding=1)
     assert [(k, v.shape) for k, v in fast.state_dict().items()] == [(k, v.shape) for k, v in plain.state_dict().items()]
     fast.set_state_dict(plain.state_dict())
     x = paddle.randn([2, 3, 9, 9])
@@ -196,7 +225,7 @@ def test_static_net_matches_plain_path():
     fast = build_static(RELEASED.max_arch(), SPEC)
     fast.set_state_dict(plain.state_dict())
     # build_static's convs are the switchable ones (same keys as nn.Conv2D: the official checkpoint loads)
-    assert sum(isinstance(m, onednn_conv.Conv2D) for m in fast.sublayers()) == 50
+    assert sum(isinstance(m, conv.Conv2D) for m in fast.sublayers()) == 50
     x, y = paddle.randn([8, 1, 28, 28]), paddle.randint(0, 10, [8])
     assert_same_function(plain, fast, x, y)
 

@@ -124,3 +124,40 @@ def test_importing_encoding_does_not_load_paddle(repo_root):
     out = subprocess.run([sys.executable, "-c", probe], cwd=repo_root, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# Each package may import only the packages below it (data flows one way: code -> model -> scores ->
+# submission); supernet and submission are siblings, evaluate sits on both.
+LAYERS = {"infra": set(), "encoding": {"infra"}, "supernet": {"infra", "encoding"},
+          "submission": {"infra", "encoding"}, "evaluate": {"infra", "encoding", "supernet", "submission"}}
+
+
+def _package_imports(path, own):
+    """Top-level kit packages a file imports anywhere (module level or inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            names = [own] if node.level else [node.module or ""]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found |= {n.split(".")[0] for n in names} & set(LAYERS)
+    return found - {own}
+
+
+def test_scanner_finds_package_imports(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text("import os, evaluate.evaluator\nfrom . import x\n"
+                      "def f():\n    from submission import metrics\n    import infra.errors as e\n")
+    assert _package_imports(sample, "supernet") == {"evaluate", "submission", "infra"}
+
+
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_packages_import_only_the_layers_below_them(repo_root, package):
+    offenders = {}
+    for f in sorted((repo_root / package).rglob("*.py")):
+        extra = _package_imports(f, package) - LAYERS[package]
+        if extra:
+            offenders[str(f.relative_to(repo_root))] = sorted(extra)
+    assert not offenders, f"{package}/ may import only {sorted(LAYERS[package])}: {offenders}"
