@@ -13,7 +13,11 @@ documented commands, not a private code path:
   make-NAME   python -m submission make --results .../results.json --archs ARCHS --out OUT/submission-NAME.json
   validate-NAME, score-NAME   python -m submission validate|score (score: report JSON and scatter PNG)
 
-NAME is `default` (the config's sampler and loss as written) and, unless --no-baseline,
+NAME is `default` (the config's sampler and loss as written), `recipe-NAME` for each --recipe FILE
+(the recipe over CONFIG at CONFIG's epochs, its epoch-based schedules scaled to them; a recipe that
+starts from the official weights or distils from them gets the largest code trained standalone
+with CONFIG, stage train-largest, in their place; evaluated with the recipe's own evaluation
+protocol, on the ground-truth codes only; few-shot phases are not run) and, unless --no-baseline,
 `uniform` (the baseline strategy: one uniformly sampled path per step, no sandwich rule;
 same epochs, so it costs a quarter of the default's steps). The baseline is there for its row
 of the table: it evaluates, submits and scores only the ground-truth codes, and without a
@@ -145,19 +149,21 @@ def print_start_line(py, args):
         print("\n".join(loud), file=sys.stderr, flush=True)
 
 
-def variant_stages(name, strategy_keys, args, py, score_config, archs):
-    out = args.out
+def variant_stages(name, train_keys, args, py, score_config, archs, config=None, eval_keys=(), inputs=()):
+    """Train, evaluate, make, validate (and score) one supernet: CONFIG (default --config) with
+    TRAIN_KEYS for training and EVAL_KEYS for evaluation, both followed by the user's overrides."""
+    out, config = args.out, config or args.config
     sn_dir = os.path.join(out, f"supernet-{name}")
     weights = os.path.join(sn_dir, "supernet.pdparams")
     eval_dir = os.path.join(out, f"eval-{name}")
     results = os.path.join(eval_dir, "results.json")
     submission = os.path.join(out, f"submission-{name}.json")
     stages = [
-        Stage(f"train-{name}", ["bash", "train_supernet.sh", args.config, f"supernet.output_dir={sn_dir}",
-                                *strategy_keys, *args.overrides], outputs=[weights], inputs=[args.config],
-              env={"PYTHON": py}),
-        Stage(f"eval-{name}", [py, "-m", "evaluate", "run", "--config", args.config, "--checkpoint", weights,
-                               "--archs", archs, "--out", eval_dir, *args.overrides],
+        Stage(f"train-{name}", ["bash", "train_supernet.sh", config, f"supernet.output_dir={sn_dir}",
+                                *train_keys, *args.overrides], outputs=[weights],
+              inputs=[config, args.config, *inputs], env={"PYTHON": py}),
+        Stage(f"eval-{name}", [py, "-m", "evaluate", "run", "--config", config, "--checkpoint", weights,
+                               "--archs", archs, "--out", eval_dir, *eval_keys, *args.overrides],
               outputs=[results], inputs=[weights, archs]),
         Stage(f"make-{name}", [py, "-m", "submission", "make", "--results", results, "--archs", archs,
                                "--out", submission, "--metric", args.metric],
@@ -173,6 +179,61 @@ def variant_stages(name, strategy_keys, args, py, score_config, archs):
                             outputs=[os.path.join(out, f"score-{name}.json"), os.path.join(out, f"score-{name}.png")],
                             always=True))
     return stages
+
+
+# --- recipes at the demo's size -------------------------------------------------------------
+
+def recipe_name(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def recipe_keys(recipe, config, largest):
+    """The overrides that run a recipe file (configs/recipes/) at CONFIG's size: CONFIG as its base,
+    CONFIG's supernet.epochs, every epoch-based schedule of the recipe (progressive shrinking's
+    epochs, the rank loss's ramp) scaled by the same factor (floored, so the schedule ends within the
+    budget), and the largest standalone net LARGEST as the official weights and as the teacher where
+    the recipe takes them. Returns (keys, needs_largest)."""
+    sys.path.insert(0, ROOT)
+    import yaml
+
+    from supernet.config import get, resolve
+
+    epochs = int(get(resolve(config), "supernet.epochs"))
+    cfg = resolve(recipe, overrides=[f"base={config}"])
+    scale = epochs / float(get(cfg, "supernet.epochs"))
+    keys = [f"base={config}", f"supernet.epochs={epochs}"]
+    progressive = get(cfg, "supernet.sampler.progressive", None) or {}
+    for key in ("depth_epochs", "width_epochs"):
+        if progressive.get(key):
+            scaled = ",".join(str(int(e * scale)) for e in progressive[key])
+            keys.append(f"supernet.sampler.progressive.{key}=[{scaled}]")
+    rank = get(cfg, "supernet.loss.rank", None) or {}
+    if rank.get("weight") and rank.get("schedule") == "linear":
+        keys.append(f"supernet.loss.rank.ramp_epochs={float(rank['ramp_epochs']) * scale:.6g}")
+    with open(recipe, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    needs = False
+    if get(cfg, "supernet.init", None) == "official":
+        keys.append(f"supernet.pretrained={largest}")
+        needs = True
+    if "teacher" in ((raw.get("supernet") or {}).get("loss") or {}):  # a recipe that distils from the weights
+        keys.append(f"supernet.loss.teacher={largest}")
+        needs = True
+    return keys, needs
+
+
+def largest_stage(args, py):
+    """The largest code of the released space trained standalone with CONFIG: the demo's analogue of
+    the challenge's official weights (resnet48.pdparams), for the recipes that start from them."""
+    sys.path.insert(0, ROOT)
+    from encoding import RELEASED
+
+    out = os.path.join(args.out, "largest")
+    weights = os.path.join(out, "model.pdparams")
+    stage = Stage("train-largest", [py, "pretrain.py", "run", "--config", args.config, "--arch",
+                                    RELEASED.max_arch().code(), "--output", out, *args.overrides],
+                  outputs=[weights], inputs=[args.config])
+    return stage, weights
 
 
 def score_config_path(args):
@@ -227,6 +288,7 @@ def demo_table(out, names, gt_path):
     with open(gt_path, encoding="utf-8") as f:
         gt_ids = set(json.load(f))
     labels = {"default": "kit default supernet", BASELINE[0]: "uniform-sampling supernet (baseline)"}
+    labels.update({n: f"recipe {n[len('recipe-'):]}" for n in names if n.startswith("recipe-")})
     reports = {}
     for name in names:
         with open(os.path.join(out, f"score-{name}.json"), encoding="utf-8") as f:
@@ -288,6 +350,9 @@ def parse_args(argv=None):
     p.add_argument("--gt", default="configs/demo_gt.json", help="ground truth to score against")
     p.add_argument("--setup", action="store_true", help="first install the dataset and the requirements")
     p.add_argument("--no-baseline", action="store_true", help="skip the uniform-sampling baseline supernet")
+    p.add_argument("--recipe", action="append", default=[], metavar="FILE",
+                   help="also train, evaluate (ground-truth codes) and score a recipe file at the config's size "
+                        "(configs/recipes/*.yaml; repeatable)")
     p.add_argument("--metric", default="top1", help="evaluator field submitted as acc (top1 | top5 | neg_loss)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides for training and evaluation")
     args = p.parse_args(argv)
@@ -296,6 +361,7 @@ def parse_args(argv=None):
         p.error(f"overrides must be key=value, got {bad}")
     for name in ("out", "config", "archs", "gt"):
         setattr(args, name, os.path.abspath(getattr(args, name)))
+    args.recipe = [os.path.abspath(r) for r in args.recipe]
     return args
 
 
@@ -308,7 +374,7 @@ def main(argv=None):
             for stage in setup_stages(py):
                 stages.append(stage)
                 run_stage(stage, os.path.join(args.out, "logs"))
-        for path, what in ((args.config, "--config"), (args.archs, "--archs")):
+        for path, what in ((args.config, "--config"), (args.archs, "--archs"), *((r, "--recipe") for r in args.recipe)):
             if not os.path.isfile(path):
                 raise DemoError(f"{what} {path}: no such file")
         print_start_line(py, args)
@@ -321,6 +387,22 @@ def main(argv=None):
         for name in names:
             archs = args.gt if name == BASELINE[0] else args.archs
             for stage in variant_stages(name, keys[name], args, py, score_config, archs):
+                stages.append(stage)
+                run_stage(stage, os.path.join(args.out, "logs"))
+            done.append(name)
+        if args.recipe and not args.gt_present:
+            raise DemoError(f"--recipe rows are scored against the ground truth, and there is none at {args.gt}")
+        largest = None
+        for recipe in args.recipe:
+            if largest is None:
+                largest = largest_stage(args, py)
+            keys, needs = recipe_keys(recipe, args.config, largest[1])
+            if needs and largest[0] not in stages:
+                stages.append(largest[0])
+                run_stage(largest[0], os.path.join(args.out, "logs"))
+            name = f"recipe-{recipe_name(recipe)}"
+            for stage in variant_stages(name, keys, args, py, score_config, args.gt, config=recipe,
+                                        eval_keys=[f"base={args.config}"], inputs=[recipe]):
                 stages.append(stage)
                 run_stage(stage, os.path.join(args.out, "logs"))
             done.append(name)

@@ -1,0 +1,94 @@
+"""demo.py --recipe: a recipe file of configs/recipes/ run at the demo config's size, scored beside the
+default supernet (the recipes' table of the glyph benchmark comes from this)."""
+
+import json
+import os
+
+import pytest
+from fakedata import write_fashion_like
+from test_demo_smoke import ARCHS, ROOT, SEED_ACCS, TINY, load_demo, run_demo, step_codes
+
+from encoding import RELEASED, read_arch_list, write_arch_list
+from supernet.config import get, load_yaml
+
+RECIPES = os.path.join(ROOT, "configs", "recipes")
+DEMO_YAML = os.path.join(ROOT, "configs", "demo.yaml")
+
+
+def recipe(name):
+    return os.path.join(RECIPES, f"{name}.yaml")
+
+
+def test_recipe_schedules_are_scaled_to_the_configs_epochs():
+    demo = load_demo()
+    largest = "/w/largest/model.pdparams"
+    # second place: 120 epochs -> the demo's 4; progressive epochs x 4/120, floored:
+    # depth 10,20,30,40,50,60 -> 0.33,0.67,1,1.33,1.67,2 -> 0,0,1,1,1,2; width 70..115 -> 2,2,3,3,3,3
+    keys, needs = demo.recipe_keys(recipe("second_place"), DEMO_YAML, largest)
+    assert keys == [f"base={DEMO_YAML}", "supernet.epochs=4", "supernet.sampler.progressive.depth_epochs=[0,0,1,1,1,2]",
+                    "supernet.sampler.progressive.width_epochs=[2,2,3,3,3,3]"] and not needs
+    # third place: 70 epochs, the rank loss ramps over 10 -> 10 x 4 / 70; starts from the official weights
+    keys, needs = demo.recipe_keys(recipe("third_place"), DEMO_YAML, largest)
+    assert keys == [f"base={DEMO_YAML}", "supernet.epochs=4", "supernet.loss.rank.ramp_epochs=0.571429",
+                    f"supernet.pretrained={largest}"] and needs
+    # first place: the official weights are both the initialisation and the teacher
+    keys, needs = demo.recipe_keys(recipe("first_place"), DEMO_YAML, largest)
+    assert keys[-2:] == [f"supernet.pretrained={largest}", f"supernet.loss.teacher={largest}"] and needs
+    keys, needs = demo.recipe_keys(recipe("fourth_place"), DEMO_YAML, largest)
+    assert keys == [f"base={DEMO_YAML}", "supernet.epochs=4"] and not needs
+
+
+def test_a_recipe_needs_a_ground_truth_and_must_exist(tmp_path, capsys):
+    demo = load_demo()
+    args = ["--out", str(tmp_path / "out"), "--gt", str(tmp_path / "none.json")]
+    assert demo.main(args + ["--recipe", str(tmp_path / "nope.yaml")]) == 1
+    assert f"--recipe {tmp_path / 'nope.yaml'}: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_runs_recipes_after_the_default(tmp_path):
+    write_fashion_like(tmp_path / "fm", n_train=320, n_val=200, learnable=True, seed=0)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.format(base=DEMO_YAML, data=tmp_path / "fm")
+                      + "train:\n  max_epoch: 1\n  batch_size: 64\n")
+    entries = read_arch_list(ARCHS)[:5]
+    archs = tmp_path / "archs.json"
+    write_arch_list(str(archs), entries)
+    gt = {e.id: {"acc": sum(a) / 2, "arch": e.code, "seeds": [0, 1], "accs": list(a)}
+          for e, a in zip(entries[:3], SEED_ACCS, strict=True)}
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    out = tmp_path / "out"
+    proc = run_demo(["--out", str(out), "--config", str(config), "--archs", str(archs), "--gt", str(gt_path),
+                     "--metric", "neg_loss", "--no-baseline", "--recipe", recipe("third_place"),
+                     "--recipe", recipe("fourth_place")], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    with open(out / "demo_report.json", encoding="utf-8") as f:
+        report = json.load(f)
+    names = [s["name"] for s in report["stages"]]
+    steps = ("train", "eval", "make", "validate", "score")
+    assert names == ([f"{k}-default" for k in steps] + ["train-largest"]
+                     + [f"{k}-recipe-third_place" for k in steps] + [f"{k}-recipe-fourth_place" for k in steps])
+
+    # the largest code, trained standalone, is third place's starting point; its rank ramp is scaled
+    largest = out / "largest"
+    assert json.load(open(largest / "result.json", encoding="utf-8"))["arch"] == RELEASED.max_arch().code()
+    third = load_yaml(str(out / "supernet-recipe-third_place" / "config.yaml"))
+    assert get(third, "supernet.pretrained") == str(largest / "model.pdparams")
+    assert get(third, "supernet.init") == "official" and get(third, "supernet.epochs") == 1
+    assert get(third, "supernet.loss.rank.ramp_epochs") == pytest.approx(10 / 70, rel=1e-5)
+    assert get(third, "data.resolution") == 16  # the demo config is its base
+    # sandwich + 2 random paths per step (the recipe), 5 steps of 64 images
+    assert [len(c) for c in step_codes(out / "supernet-recipe-third_place")] == [4] * 5
+
+    # each recipe evaluated the ground-truth codes with its own protocol
+    for name, mode in (("third_place", "none"), ("fourth_place", "recalibrate")):
+        with open(out / f"eval-recipe-{name}" / "manifest.json", encoding="utf-8") as f:
+            assert json.load(f)["settings"]["calibration"]["mode"] == mode
+        with open(out / f"eval-recipe-{name}" / "results.json", encoding="utf-8") as f:
+            results = json.load(f)
+        records = results if isinstance(results, list) else list(results.values())
+        assert sorted(r["id"] for r in records) == sorted(gt)
+    table = {row["predictor"]: row for row in report["table"]}
+    assert table["recipe third_place"]["n"] == table["recipe fourth_place"]["n"] == 3
+    assert "recipe third_place" in proc.stdout
