@@ -7,7 +7,8 @@
 Every stage is a subprocess running the command a user would type, so the demo proves the
 documented commands, not a private code path:
 
-  setup       (--setup) the Debian packages of requirements-apt.txt (bash install.sh --apt-only); pip install -r requirements.txt
+  setup       (--setup) the Debian packages of requirements-apt.txt (bash install.sh --apt-only);
+              pip install -r requirements.txt
   train-NAME  bash train_supernet.sh CONFIG supernet.output_dir=OUT/supernet-NAME [strategy keys] [key=value ...]
   eval-NAME   python -m evaluate run --config CONFIG --checkpoint .../supernet.pdparams --archs ARCHS --out ...
   make-NAME   python -m submission make --results .../results.json --archs ARCHS --out OUT/submission-NAME.json

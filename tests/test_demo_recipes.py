@@ -5,10 +5,9 @@ import json
 import os
 
 import pytest
-from fakedata import write_fashion_like
-from test_demo_smoke import ARCHS, ROOT, SEED_ACCS, TINY, load_demo, run_demo, step_codes
+from test_demo_smoke import ROOT, load_demo, run_demo, step_codes, tiny_inputs
 
-from encoding import RELEASED, read_arch_list, write_arch_list
+from encoding import RELEASED
 from supernet.config import get, load_yaml
 
 RECIPES = os.path.join(ROOT, "configs", "recipes")
@@ -47,17 +46,8 @@ def test_a_recipe_needs_a_ground_truth_and_must_exist(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_runs_recipes_after_the_default(tmp_path):
-    write_fashion_like(tmp_path / "fm", n_train=320, n_val=200, learnable=True, seed=0)
-    config = tmp_path / "tiny.yaml"
-    config.write_text(TINY.format(base=DEMO_YAML, data=tmp_path / "fm")
-                      + "train:\n  max_epoch: 1\n  batch_size: 64\n")
-    entries = read_arch_list(ARCHS)[:5]
-    archs = tmp_path / "archs.json"
-    write_arch_list(str(archs), entries)
-    gt = {e.id: {"acc": sum(a) / 2, "arch": e.code, "seeds": [0, 1], "accs": list(a)}
-          for e, a in zip(entries[:3], SEED_ACCS, strict=True)}
-    gt_path = tmp_path / "gt.json"
-    gt_path.write_text(json.dumps(gt))
+    config, archs, gt_path, entries = tiny_inputs(tmp_path, "train:\n  max_epoch: 1\n  batch_size: 64\n")
+    gt = json.loads(gt_path.read_text())
     out = tmp_path / "out"
     proc = run_demo(["--out", str(out), "--config", str(config), "--archs", str(archs), "--gt", str(gt_path),
                      "--metric", "neg_loss", "--no-baseline", "--recipe", recipe("third_place"),

@@ -91,11 +91,12 @@ def step_codes(run_dir):
         return [r["codes"] for r in map(json.loads, f) if r["type"] == "step"]
 
 
-@pytest.mark.slow
-def test_demo_end_to_end_then_resume(tmp_path):
+def tiny_inputs(tmp_path, extra=""):
+    """A generated dataset, the tiny config (plus EXTRA yaml), 5 codes and a 2-seed GT of the first 3:
+    (config, archs, gt_path, entries)."""
     write_fashion_like(tmp_path / "fm", n_train=320, n_val=200, learnable=True, seed=0)
     config = tmp_path / "tiny.yaml"
-    config.write_text(TINY.format(base=os.path.join(ROOT, "configs", "demo.yaml"), data=tmp_path / "fm"))
+    config.write_text(TINY.format(base=os.path.join(ROOT, "configs", "demo.yaml"), data=tmp_path / "fm") + extra)
     entries = read_arch_list(ARCHS)[:5]
     archs = tmp_path / "archs.json"
     write_arch_list(str(archs), entries)
@@ -103,6 +104,13 @@ def test_demo_end_to_end_then_resume(tmp_path):
           for e, a in zip(entries[:3], SEED_ACCS, strict=True)}
     gt_path = tmp_path / "gt.json"
     gt_path.write_text(json.dumps(gt))
+    return config, archs, gt_path, entries
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_then_resume(tmp_path):
+    config, archs, gt_path, entries = tiny_inputs(tmp_path)
+    gt_ids = {e.id for e in entries[:3]}
     out = tmp_path / "out"
     # neg_loss: after 5 steps several subnets may share a top-1 on 100 images; the loss always differs.
     args = ["--out", str(out), "--config", str(config), "--archs", str(archs), "--metric", "neg_loss"]
@@ -124,7 +132,7 @@ def test_demo_end_to_end_then_resume(tmp_path):
         expected = entries if name == "default" else entries[:3]
         assert sorted(r["id"] for r in records) == sorted(e.id for e in expected)
         assert all(math.isfinite(r["loss"]) and 0 <= r["top1"] <= 1 for r in records)
-        shared[name] = 100 * np.mean([r["top1"] for r in records if r["id"] in gt])
+        shared[name] = 100 * np.mean([r["top1"] for r in records if r["id"] in gt_ids])
         assert validate_file(str(out / f"submission-{name}.json"), official if name == "default" else
                              read_arch_list(str(gt_path))).ok
         with open(out / f"score-{name}.json", encoding="utf-8") as f:
