@@ -191,53 +191,44 @@ def evaluate_classifier(model, loader):
     return {"top1": c1 / n, "top5": c5 / n, "loss": loss_sum / n, "count": int(n), "bad_images": loader.bad_count}
 
 
-def _train_epoch(model, loader, optimizer, scheduler, epoch, max_epoch, global_batch, amp=None, scaler=None):
-    """One epoch; `amp` a paddle autocast dtype (None: fp32), `scaler` a GradScaler for float16."""
+def standalone_step(model, optimizer, scheduler, world, amp=None, scaler=None, last_checkpoint=lambda: None):
+    """The standalone step for `supernet.loop.Loop`: cross-entropy of one net, `amp` a paddle autocast
+    dtype (None: fp32), `scaler` a GradScaler for float16. The loss, averaged over ranks, is checked
+    before the update (the NaN rule), so every rank stops together and the last checkpoint (named by
+    `last_checkpoint()`) stays good."""
+    import paddle.distributed as dist
     import paddle.nn.functional as F
-    from tqdm import tqdm
 
     from evaluate.calibration import autocast
-    from supernet.runtime import is_main, world_size
-    model.train()
-    steps = len(loader)
-    every = max(1, min(20, steps // 10))
-    interactive = sys.stderr.isatty()
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{max_epoch}", disable=not is_main(), leave=interactive,
-               mininterval=0.5 if interactive else 60, dynamic_ncols=True, file=sys.stderr)
-    start = time.perf_counter()
-    total_loss, window, done = 0.0, None, 0
-    for step, (images, labels) in enumerate(loader):
-        lr = optimizer.get_lr()
+    from supernet.loop import check_finite
+
+    def step(epoch, index, images, labels, global_step):
         with autocast(amp):
             logits = model(images)
         loss = F.cross_entropy(logits.astype("float32"), labels)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        value = loss.detach()
+        if world > 1:
+            value = value.astype("float64")
+            dist.all_reduce(value)
+            value = value / world
+        value = value.item()
+        try:
+            check_finite({"loss": value}, f"epoch {epoch + 1}, step {index + 1} (lower the learning rate "
+                                          "with --lr, or check the data)", last_checkpoint())
+        except KitError:
+            optimizer.clear_grad()
+            raise
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.step(optimizer)  # unscales; skips the update when a gradient overflowed
             scaler.update()
         else:
-            loss.backward()
             optimizer.step()
         optimizer.clear_grad()
         scheduler.step()
-        window = loss.detach() if window is None else window + loss.detach()
-        done += 1
-        if done % every == 0 or step == steps - 1:
-            value = window.item()  # one device sync per `every` steps
-            if not math.isfinite(value):
-                raise TrainingError(f"loss became {value} in epoch {epoch + 1} near step {step + 1}; "
-                                    f"lower the learning rate (--lr) or check the data")
-            total_loss += value
-            n = every if done % every == 0 else done % every
-            rate = (step + 1) * global_batch / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{value / n:.4f}", lr=f"{lr:.4g}", img_s=f"{rate:.0f}", refresh=False)
-            window = None
-        bar.update(1)
-    bar.close()
-    seconds = time.perf_counter() - start
-    loss_sum, bad = _all_reduce_sum([total_loss, loader.bad_count])
-    return {"epoch": epoch + 1, "loss": loss_sum / (steps * world_size()), "lr_last": lr, "seconds": seconds,
-            "images_per_s": steps * global_batch / seconds, "bad_images": int(bad)}
+        return {"loss": value}
+
+    return step
 
 
 def _resume_source(mode, ckpt_dir):
@@ -298,6 +289,7 @@ def train_standalone(cfg, arch_id=None):
     )
     from supernet.config import amp_dtype
     from supernet.data import build_dataset, build_loader
+    from supernet.loop import Loop, Position
     from supernet.optim import build_optimizer
     from supernet.runtime import (
         barrier,
@@ -383,30 +375,38 @@ def train_standalone(cfg, arch_id=None):
         rank = paddle.distributed.get_rank() if world > 1 else 0
         ledger_file = ledger_path(out_dir, "standalone", rank, world)
         ledger = Ledger(ledger_file, "standalone", rank=rank)
-        for epoch in range(start_epoch, max_epoch):
-            train_loader.set_epoch(epoch)
-            with ledger.phase(f"epoch_{epoch + 1}", epoch=epoch + 1) as phase:
-                record = _train_epoch(net, train_loader, optimizer, scheduler, epoch, max_epoch, global_batch,
-                                      amp, scaler)
-                phase.images = len(train_loader) * per_rank  # this rank's share
-            if eval_every and (epoch + 1) % eval_every == 0 and epoch + 1 < max_epoch:
+        def end_epoch(done):
+            bad = int(_all_reduce_sum([train_loader.bad_count])[0])
+            record = {"epoch": done.epoch, "loss": done.loss, "lr_last": done.lr_last, "seconds": done.seconds,
+                      "images_per_s": done.images_per_s, "bad_images": bad}
+            if eval_every and done.epoch % eval_every == 0 and done.epoch < max_epoch:
                 record["val"] = evaluate_classifier(model, val_loader)
             history.append(record)
-            msg = (f"epoch {epoch + 1}/{max_epoch} loss {record['loss']:.4f} lr {record['lr_last']:.4g} "
+            msg = (f"epoch {done.epoch}/{max_epoch} loss {record['loss']:.4f} lr {record['lr_last']:.4g} "
                    f"{record['images_per_s']:.0f} img/s {record['seconds']:.1f} s")
             if "val" in record:
                 msg += f" val top1 {record['val']['top1']:.4f}"
-            if record["bad_images"]:
-                msg += f"; {record['bad_images']} unreadable images replaced"
+            if bad:
+                msg += f"; {bad} unreadable images replaced"
             log.info(msg)
-            if is_main():
-                save_checkpoint(os.path.join(ckpt_dir, f"epoch_{epoch + 1:04d}.pdckpt"), training_state(
-                    model, optimizer, scheduler, epoch=epoch + 1, step=scheduler.last_epoch, rng=rng_state(),
-                    arch=code, recipe=recipe(cfg), history=history, sampler_epoch=epoch + 1,
+
+        last = {"checkpoint": source}
+
+        def save(epoch, step, global_step, epoch_end):
+            last["checkpoint"] = os.path.join(ckpt_dir, f"epoch_{epoch:04d}.pdckpt")
+            if is_main():  # only at epoch ends: standalone runs resume from an epoch's start
+                save_checkpoint(last["checkpoint"], training_state(
+                    model, optimizer, scheduler, epoch=epoch, step=scheduler.last_epoch, rng=rng_state(),
+                    arch=code, recipe=recipe(cfg), history=history, sampler_epoch=epoch,
                     wall_s=prior_wall + time.perf_counter() - wall_start,
                     scaler=scaler.state_dict() if scaler is not None else None))
                 prune_checkpoints(ckpt_dir, CHECKPOINT_PATTERN, keep=max(1, int(train.get("keep_checkpoints", 2))))
             barrier()
+
+        loop = Loop(train_loader, max_epoch, steps, lr=optimizer.get_lr, world=world, ledger=ledger,
+                    progress=is_main())
+        loop.run(standalone_step(net, optimizer, scheduler, world, amp, scaler, lambda: last["checkpoint"]),
+                 Position(start_epoch, 0, 0), end_epoch=end_epoch, save=save)
 
         with ledger.phase("final_eval") as phase:
             metrics = evaluate_classifier(model, val_loader)

@@ -16,7 +16,8 @@ import sys
 from infra.errors import KitError, error_message
 from supernet import config as C
 from supernet import cpu_speed
-from supernet.train import Trainer, TrainingDiverged, check_values, section
+from supernet.loop import TrainingDiverged
+from supernet.train import Trainer, check_values, section
 
 # Command-line flags; every one is also a config key (key=value reaches all the others).
 FLAGS = [
@@ -94,7 +95,7 @@ def main(argv=None):
             return 0
         summary = Trainer(cfg, rank_check=RankCheck).run()
     except TrainingDiverged as e:
-        print(f"error: training diverged: {e}", file=sys.stderr, flush=True)
+        print(f"error: {e}", file=sys.stderr, flush=True)
         return 3
     except (KitError, OSError) as e:  # bad input, or a read-only folder, full disk, missing mount
         print(f"error: {error_message(e)}", file=sys.stderr, flush=True)

@@ -31,15 +31,11 @@ from infra.config_file import differences
 from infra.jsonl import JsonLines
 
 from . import config as C
+from .loop import Loop, Position, TrainingDiverged, check_finite
 
 PATH_KINDS = ("max", "min", "random")
 CKPT_PATTERN = "step_*.pdckpt"
 OPTIM_KEYS = ("lr", "base_lr", "warmup", "momentum", "nesterov", "weight_decay", "no_bn_decay", "grad_clip")
-
-
-class TrainingDiverged(KitError):
-    """A loss or a parameter became NaN/inf, or ranks disagree on the parameters: the run stops
-    without applying the step or writing a checkpoint, so the last checkpoint stays good."""
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -367,13 +363,13 @@ class Trainer:
             values = values / self.world
         values = values.numpy().tolist()
         for path, v in zip(paths, values, strict=True):
-            if not math.isfinite(v):
+            try:
+                check_finite({"loss": v}, f"global step {global_step + 1} (epoch {self.epoch + 1}, batch "
+                             f"{self.step + 1}/{self.steps_per_epoch}) on the {path.kind} path {path.arch.code()}",
+                             self.last_checkpoint)
+            except TrainingDiverged:
                 self.optimizer.clear_grad(set_to_zero=False)
-                raise TrainingDiverged(
-                    f"non-finite loss {v} at global step {global_step + 1} (epoch {self.epoch + 1}, batch "
-                    f"{self.step + 1}/{self.steps_per_epoch}) on the {path.kind} path {path.arch.code()}; "
-                    f"stopped before the update. "
-                    f"Last good checkpoint: {self.last_checkpoint or 'none'}")
+                raise
         if self.scaler is not None:
             self.scaler.step(self.optimizer)  # unscales; skips the update when a gradient overflowed
             self.scaler.update()
@@ -468,8 +464,6 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------------
     def run(self):
-        from tqdm import tqdm
-
         from encoding import atomic_write_json
 
         self.last_checkpoint = None
@@ -492,78 +486,52 @@ class Trainer:
         ledger = self._ledger()
         rank_cfg = self.sn.get("rank_check") or {}
         progress = bool((self.sn.get("log") or {}).get("progress", True)) and self.main
-        stopped_by_max = False
         if self.main and (epoch, start_step) != (0, 0):
             print(f"resuming from {self.last_checkpoint}: epoch {epoch + 1}, batch {start_step + 1}, "
                   f"global step {global_step + 1}", flush=True)
+        rate = {"t": time.perf_counter(), "n": 0}
+        paths_of_step = {}
+
+        def step(epoch, step, x, y, global_step):
+            self.epoch, self.step = epoch, step
+            paths = paths_of_step["paths"] = self.schedule.paths(epoch, step)
+            return mean_by_kind(paths, self.train_step(x, y, paths, global_step))
+
+        def after_step(done):
+            rate["n"] += done.images * self.world
+            if not self.main or not (done.global_step % self.log_every == 0 or done.end_of_epoch):
+                return
+            now = time.perf_counter()
+            ips = rate["n"] / max(now - rate["t"], 1e-9)
+            rate["t"], rate["n"] = now, 0
+            log.write({"type": "step", "time": time.time(), "epoch": done.epoch + 1, "step": done.step,
+                       "global_step": done.global_step, "lr": done.lr, "loss": done.values, **self.rank_log,
+                       "images_per_s": ips, "codes": [p.arch.code() for p in paths_of_step["paths"]]})
+            for k, v in done.values.items():
+                scalars.add(f"loss/{k}", v, done.global_step)
+            scalars.add("lr", done.lr, done.global_step)
+            scalars.add("images_per_s", ips, done.global_step)
+
+        def after_epoch(epoch, global_step):
+            if not (rank_cfg.get("gt") and epoch % int(rank_cfg.get("every_epochs", 1)) == 0):
+                return
+            with ledger.phase("rank_check", epoch=epoch) if ledger else contextlib.nullcontext():
+                result = self.rank_check()
+            if self.main and result is not None:
+                log.write({"type": "rank_check", "time": time.time(), "epoch": epoch,
+                           "global_step": global_step, **result})
+                for key in ("kendall_tau", "pearson"):
+                    scalars.add(f"rank_check/{key}", result.get(key), epoch)
+                print(f"rank check after epoch {epoch}: Kendall tau {_fmt(result['kendall_tau'])}, "
+                      f"Pearson {_fmt(result['pearson'])} over {result['archs']} codes", flush=True)
+
+        loop = Loop(self.loader, self.epochs, self.steps_per_epoch, lr=self.optimizer.get_lr, world=self.world,
+                    ledger=ledger, progress=progress, every_steps=self.every_steps, max_steps=self.max_steps,
+                    set_rng=self.runtime.set_rng_state)
         try:
-            while epoch < self.epochs and not stopped_by_max:
-                if start_step == 0 and self.rng_to_restore is not None:
-                    self.runtime.set_rng_state(self.rng_to_restore)  # the state the epoch began with
-                    self.rng_to_restore = None
-                self.loader.set_epoch(epoch, start_batch=start_step)  # trained batches are not loaded again
-                images, done_steps, first_step = 0, start_step, start_step
-                phase = ledger.phase(f"epoch_{epoch + 1}", epoch=epoch + 1) if ledger else contextlib.nullcontext()
-                with phase as ph:
-                    bar = tqdm(total=self.steps_per_epoch, initial=start_step, disable=not progress,
-                               desc=f"epoch {epoch + 1}/{self.epochs}", dynamic_ncols=True)
-                    t_last, n_last, ips = time.perf_counter(), 0, None
-                    batches = iter(self.loader)
-                    if self.rng_to_restore is not None:
-                        self.runtime.set_rng_state(self.rng_to_restore)
-                        self.rng_to_restore = None
-                    for step, (x, y) in enumerate(batches, start=start_step):
-                        self.epoch, self.step = epoch, step
-                        paths = self.schedule.paths(epoch, step)
-                        lr = self.optimizer.get_lr()
-                        values = self.train_step(x, y, paths, global_step)
-                        global_step += 1
-                        done_steps = step + 1
-                        images += int(x.shape[0])  # this rank's: the ledger adds ranks up
-                        n_last += int(x.shape[0]) * self.world
-                        by_kind = mean_by_kind(paths, values)
-                        bar.update(1)
-                        end_of_epoch = done_steps == self.steps_per_epoch
-                        if self.main and (global_step % self.log_every == 0 or end_of_epoch):
-                            now = time.perf_counter()
-                            ips = n_last / max(now - t_last, 1e-9)
-                            t_last, n_last = now, 0
-                            log.write({"type": "step", "time": time.time(), "epoch": epoch + 1, "step": done_steps,
-                                       "global_step": global_step, "lr": lr, "loss": by_kind, **self.rank_log,
-                                       "images_per_s": ips, "codes": [p.arch.code() for p in paths]})
-                            for k, v in by_kind.items():
-                                scalars.add(f"loss/{k}", v, global_step)
-                            scalars.add("lr", lr, global_step)
-                            scalars.add("images_per_s", ips, global_step)
-                        if progress:
-                            bar.set_postfix({**{k: f"{v:.3f}" for k, v in by_kind.items()}, "lr": f"{lr:.3g}",
-                                             **({"img/s": f"{ips:.0f}"} if ips else {})}, refresh=False)
-                        at_max = self.max_steps is not None and global_step >= self.max_steps
-                        if end_of_epoch:
-                            self.save(epoch + 1, 0, global_step, epoch_end=True)
-                        elif at_max or (self.every_steps and global_step % self.every_steps == 0):
-                            self.save(epoch, done_steps, global_step)
-                        if at_max:
-                            stopped_by_max = True
-                            break
-                    bar.close()
-                    if ph is not None:
-                        ph.images = images
-                        ph.extra.update(steps=done_steps - first_step, global_step=global_step)
-                start_step = 0
-                if done_steps < self.steps_per_epoch:
-                    break  # stopped by max_steps inside the epoch
-                epoch += 1
-                if rank_cfg.get("gt") and epoch % int(rank_cfg.get("every_epochs", 1)) == 0:
-                    with ledger.phase("rank_check", epoch=epoch) if ledger else contextlib.nullcontext():
-                        result = self.rank_check()
-                    if self.main and result is not None:
-                        log.write({"type": "rank_check", "time": time.time(), "epoch": epoch,
-                                   "global_step": global_step, **result})
-                        for key in ("kendall_tau", "pearson"):
-                            scalars.add(f"rank_check/{key}", result.get(key), epoch)
-                        print(f"rank check after epoch {epoch}: Kendall tau {_fmt(result['kendall_tau'])}, "
-                              f"Pearson {_fmt(result['pearson'])} over {result['archs']} codes", flush=True)
+            reached = loop.run(step, Position(epoch, start_step, global_step), rng=self.rng_to_restore,
+                               after_step=after_step, save=self.save, after_epoch=after_epoch)
+            epoch, global_step = reached.epoch, reached.global_step
         finally:
             if log is not None:
                 log.close()

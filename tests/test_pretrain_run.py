@@ -10,6 +10,7 @@ import time
 import numpy as np
 import paddle
 import pytest
+from faults import STANDALONE_NAN, python_with
 from test_data_images import BAD, write_image_tree
 
 import pretrain
@@ -124,6 +125,21 @@ def test_recipe_of_a_result_written_before_zero_init_residual_existed_is_the_sam
     assert pretrain.recipe_changes(old, {"train.max_epoch": 4, "train.zero_init_residual": False}) == []
     assert pretrain.recipe_changes(old, {"train.max_epoch": 4, "train.zero_init_residual": True}) == [
         "train.zero_init_residual: False -> True"]
+
+
+def test_nan_loss_stops_before_the_update_and_keeps_the_last_epoch(images, tmp_path):
+    # batch 8 of 25 images: 3 steps per epoch; the 5th loss (epoch 2, step 2) is NaN
+    out = tmp_path / "nan"
+    proc = subprocess.run(python_with(STANDALONE_NAN.format(call=5), "pretrain", official(images, out, epochs=3)),
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: training diverged: non-finite loss nan at epoch 2, step 2 (lower the learning rate")
+    assert last.endswith(f"stopped before the update. Last good checkpoint: {out}/checkpoints/epoch_0001.pdckpt")
+    assert sorted(os.listdir(out / "checkpoints")) == ["epoch_0001.pdckpt"]
+    assert not (out / "result.json").exists() and not (out / "model.pdparams").exists()
+    state = paddle.load(str(out / "checkpoints" / "epoch_0001.pdckpt"))
+    assert state["epoch"] == 1 and all(np.isfinite(v.numpy()).all() for v in state["model"].values())
 
 
 def test_bad_settings_are_clear_errors(images, tmp_path, capsys):
