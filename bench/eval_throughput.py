@@ -33,6 +33,7 @@ from evaluate.calibration import autocast  # noqa: E402
 from evaluate.evaluator import SubnetEvaluator, amp_dtype  # noqa: E402
 from evaluate.image_cache import calibration_indices  # noqa: E402
 from evaluate.inputs import build_calibration_batches, build_eval_set, eval_indices, load_supernet  # noqa: E402
+from evaluate.settings import EvalSettings  # noqa: E402
 from submission.metrics import kendall_tau_b  # noqa: E402
 from supernet import ResNet48Supernet  # noqa: E402
 from supernet.config import default_config, get, net_spec, resolve  # noqa: E402
@@ -163,7 +164,7 @@ def main(argv=None):
           f"batch {args.batch_size}, amp {amp or 'none'}, naive DataLoader workers {workers}")
     if args.checkpoint:
         cfg["evaluate"]["checkpoint"] = args.checkpoint
-        model = load_supernet(cfg)
+        model = load_supernet(cfg, EvalSettings.from_config(cfg))
         print(f"weights: {args.checkpoint}")
     else:
         print(f"weights: training a supernet for {args.train_steps} steps of batch {args.train_batch}")
@@ -176,8 +177,9 @@ def main(argv=None):
     # --- setup: the kit caches images once; the naive loop builds its datasets once ----
     sync(device)
     t0 = time.perf_counter()
-    eval_set = build_eval_set(cfg, device.startswith("gpu"))
-    calib = build_calibration_batches(cfg)
+    settings = EvalSettings.from_config(cfg)
+    eval_set = build_eval_set(cfg, settings, device.startswith("gpu"))
+    calib = build_calibration_batches(cfg, settings)
     evaluator = SubnetEvaluator(model, eval_set, args.batch_size, "recalibrate", calib, amp)
     sync(device)
     kit_setup = time.perf_counter() - t0

@@ -584,6 +584,7 @@ def step_evaluation(ctx, step):
     from encoding import RELEASED
     from evaluate.evaluator import SubnetEvaluator, amp_dtype
     from evaluate.inputs import build_calibration_batches, build_eval_set, load_supernet
+    from evaluate.settings import EvalSettings
     from submission.errors import MetricError
     from submission.metrics import kendall_tau_b
     from supernet import ResNet48Supernet
@@ -592,19 +593,20 @@ def step_evaluation(ctx, step):
     ctx.need_device()
     s, device = ctx.sizes, ctx.device
     cfg = ctx.config(*s.eval_overrides)
+    settings = EvalSettings.from_config(cfg)
     if ctx.weights and os.path.isfile(ctx.weights):
-        model, source = load_supernet(cfg, checkpoint=ctx.weights), "step 4's bf16 run"
+        model, source = load_supernet(cfg, settings, checkpoint=ctx.weights), "step 4's bf16 run"
     else:
         paddle.seed(0)
         model, source = ResNet48Supernet(net_spec(cfg)), "random (step 4 left no weights)"
         model.eval()
     sync(device)
     t0 = time.perf_counter()
-    eval_set = build_eval_set(cfg, ctx.on_gpu)
-    calib = build_calibration_batches(cfg)
+    eval_set = build_eval_set(cfg, settings, ctx.on_gpu)
+    calib = build_calibration_batches(cfg, settings)
     sync(device)
     setup = time.perf_counter() - t0
-    mode, batch = get(cfg, "evaluate.calibration.mode"), int(get(cfg, "evaluate.batch_size"))
+    mode, batch = settings.calibration.mode, settings.batch_size
     with quiet():  # CPU: "amp=bf16 ignored on cpu"
         bf16 = amp_dtype("bf16", device)
     evaluators = {"fp32": SubnetEvaluator(model, eval_set, batch, mode, calib, None),

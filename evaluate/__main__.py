@@ -77,19 +77,19 @@ def check_codes(entries, source):
                        f"  {shown}{more}")
 
 
-def run_settings(cfg):
+def run_settings(cfg, settings):
     """What decides the numbers in a results directory (pinned by its manifest)."""
-    from evaluate.inputs import calibration_settings, eval_settings, weight_files, weights_source
+    from evaluate.inputs import weight_files
     from infra.atomic import file_digest
 
-    kind, _ = weights_source(cfg)
+    kind, _ = settings.weights
     return {
-        "weights": {"kind": kind, "sha256": "+".join(file_digest(p) for p in weight_files(cfg)),
-                    **({"reorder": bool(get(cfg, "evaluate.reorder", True))} if kind == "official" else {})},
+        "weights": {"kind": kind, "sha256": "+".join(file_digest(p) for p in weight_files(settings)),
+                    **({"reorder": settings.reorder} if kind == "official" else {})},
         "model": net_spec(cfg).to_dict(),
-        "eval": eval_settings(cfg),
-        "calibration": calibration_settings(cfg),
-        "amp": str(get(cfg, "evaluate.amp")),
+        "eval": settings.images(),
+        "calibration": settings.calibration_batches(),
+        "amp": str(settings.amp),
     }
 
 
@@ -105,35 +105,28 @@ def _open_ledger(out, rank, world):
     return Ledger(ledger_path(out, "evaluate", rank, world), "evaluate", rank=rank)
 
 
-def evaluate_pending(cfg, store, pending, share_size, rank, world, device):
+def evaluate_pending(cfg, settings, store, pending, share_size, rank, world, device):
     """Evaluate `pending` entries, appending one fsynced record per subnet; return the count."""
     from tqdm import tqdm
 
-    from evaluate.evaluator import SubnetEvaluator, amp_dtype
-    from evaluate.inputs import (
-        build_calibration_batches,
-        build_eval_set,
-        fewshot_weights,
-        load_supernet,
-        weights_source,
-    )
+    from evaluate.evaluator import evaluator_of
+    from evaluate.inputs import build_calibration_batches, build_eval_set, fewshot_weights, load_supernet
     from supernet.fewshot import route
 
     t0 = time.perf_counter()
     on_gpu = device.startswith("gpu")
-    amp = amp_dtype(get(cfg, "evaluate.amp"), device)
-    kind, path = weights_source(cfg)
+    kind, path = settings.weights
     groups, weights = fewshot_weights(path) if kind == "fewshot" else ([], {})
-    eval_set = build_eval_set(cfg, on_gpu)
-    calib = build_calibration_batches(cfg)
-    mode = get(cfg, "evaluate.calibration.mode")
+    eval_set = build_eval_set(cfg, settings, on_gpu)
+    calib = build_calibration_batches(cfg, settings)
+    mode = settings.calibration.mode
     evaluators = {}  # one supernet, or one per few-shot group (loaded when its first code comes)
 
     def evaluator_for(code):
         group = route(groups, code).name if groups else None
         if group not in evaluators:
-            model = load_supernet(cfg, weights[group] if groups else None)
-            evaluators[group] = SubnetEvaluator(model, eval_set, get(cfg, "evaluate.batch_size"), mode, calib, amp)
+            model = load_supernet(cfg, settings, weights[group] if groups else None)
+            evaluators[group] = evaluator_of(model, eval_set, calib, settings, device)
         return evaluators[group]
 
     def seconds():
@@ -144,14 +137,14 @@ def evaluate_pending(cfg, store, pending, share_size, rank, world, device):
     _say(f"setup {time.perf_counter() - t0:.1f} s on {device}: {len(eval_set)} evaluation images "
          f"{list(eval_set.shape[1:])} ({'device' if eval_set.on_device else 'host'} cache), "
          f"calibration '{mode}' with {len(calib)} batches", rank)
-    show = bool(get(cfg, "evaluate.progress", True)) and rank == 0
+    show = settings.progress and rank == 0
     bar = tqdm(total=share_size, initial=share_size - len(pending), unit="subnet", disable=not show,
                desc=f"rank {rank}/{world}" if world > 1 else "evaluate", dynamic_ncols=True)
-    ledger = _open_ledger(get(cfg, "evaluate.out"), rank, world)
+    ledger = _open_ledger(settings.out, rank, world)
     done, start = 0, time.perf_counter()
     try:
         with store.open(rank):
-            for chunk in _chunks(pending, get(cfg, "evaluate.ledger_chunk", 100)):
+            for chunk in _chunks(pending, settings.ledger_chunk):
                 c0, e0 = seconds()
                 with ledger.phase("subnets", images=len(chunk) * images_per_subnet,
                                   subnets=len(chunk)) as phase:
@@ -179,12 +172,12 @@ def cmd_run(args):
     entries = read_arch_list(archs)
     check_codes(entries, archs)
 
-    from evaluate.inputs import check_settings, weights_source
     from evaluate.results_store import ResultsStore, rank_share
+    from evaluate.settings import EvalSettings
     from supernet.runtime import barrier, claim_run_folder, init_distributed, print_start_line, setup_device
 
-    check_settings(cfg)
-    kind, weights_path = weights_source(cfg)
+    settings = EvalSettings.from_config(cfg)  # the section, read and checked once
+    kind, weights_path = settings.weights
     if kind == "fewshot":  # every code has a group, every group its weights, before anything runs
         from evaluate.inputs import fewshot_weights
         from supernet.fewshot import route
@@ -195,7 +188,7 @@ def cmd_run(args):
     rank, world = init_distributed()
     claim_run_folder(out)  # one writer per results directory (rank 0 holds it for the whole run)
     store = ResultsStore(out, entries)
-    store.check_manifest(run_settings(cfg))
+    store.check_manifest(run_settings(cfg, settings))
     dropped = store.repair(rank)
     if dropped:
         print(f"rank {rank}: dropped a torn last record ({dropped} bytes) from {store.shard_path(rank)}",
@@ -207,8 +200,8 @@ def cmd_run(args):
          f"{len(pending)} of its {len(share)} to evaluate", rank)
     if pending:
         device = setup_device(cfg)
-        print_start_line("evaluate run", device, world, get(cfg, "evaluate.amp"))
-        evaluate_pending(cfg, store, pending, len(share), rank, world, device)
+        print_start_line("evaluate run", device, world, settings.amp)
+        evaluate_pending(cfg, settings, store, pending, len(share), rank, world, device)
     barrier()
     if rank == 0:
         path = store.merge()
@@ -244,16 +237,14 @@ def cmd_fidelity(args):
     archs = _required(cfg, "evaluate.archs", "--archs")
     entries = read_arch_list(archs)
     check_codes(entries, archs)
-    from evaluate.fidelity import format_table, run_fidelity, setting_configs
-    from evaluate.inputs import check_settings
+    from evaluate.fidelity import fidelity_settings, format_table, run_fidelity
 
-    for _, setting in setting_configs(cfg):
-        check_settings(setting)
+    settings = fidelity_settings(cfg)  # every setting read and checked before anything loads
     from supernet.runtime import print_start_line, setup_device
 
     device = setup_device(cfg)
-    print_start_line("evaluate fidelity", device, amp=get(cfg, "evaluate.amp"))
-    report = run_fidelity(cfg, entries, device, log=print)
+    print_start_line("evaluate fidelity", device, amp=settings[0][2].amp)
+    report = run_fidelity(cfg, settings, entries, device, log=print)
     print(format_table(report))
     path = get(cfg, "evaluate.fidelity.report", None)
     if path:

@@ -104,3 +104,9 @@ class SubnetEvaluator:
         self.calibration_seconds += t1 - t0
         self.eval_seconds += t2 - t1
         return {"top1": top1, "top5": top5, "loss": loss, "calibration": self.mode, "seconds": t2 - t0}
+
+
+def evaluator_of(model, eval_set, calib_batches, settings, device):
+    """The SubnetEvaluator an `evaluate:` section (EvalSettings) describes, on `device`."""
+    return SubnetEvaluator(model, eval_set, settings.batch_size, settings.calibration.mode, calib_batches,
+                           amp_dtype(settings.amp, device))

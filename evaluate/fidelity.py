@@ -19,8 +19,9 @@ from encoding import KitError
 from encoding.archlist import seeded_subset
 from supernet.config import apply_protocol, get, set_key
 
-from .evaluator import SubnetEvaluator, amp_dtype
-from .inputs import build_calibration_batches, build_eval_set, calibration_settings, eval_settings, load_supernet
+from .evaluator import evaluator_of
+from .inputs import build_calibration_batches, build_eval_set, load_supernet
+from .settings import EvalSettings
 
 METRICS = ("top1", "top5", "loss")
 FIXED_SECTIONS = ("model", "device")
@@ -59,6 +60,11 @@ def setting_configs(cfg):
     return out
 
 
+def fidelity_settings(cfg):
+    """[(name, config, EvalSettings)] of every setting, each read and checked once."""
+    return [(name, c, EvalSettings.from_config(c)) for name, c in setting_configs(cfg)]
+
+
 def _rank_value(results, metric):
     """Higher is better for ranking: accuracies as they are, loss negated."""
     values = np.array([r[metric] for r in results], dtype=np.float64)
@@ -68,47 +74,42 @@ def _rank_value(results, metric):
 def compare(full, cheap, metric="top1", top_fraction=0.1):
     """{'kendall_tau', 'spearman', 'precision_at_top'} of `cheap` vs `full` results (None where undefined,
     e.g. when one setting gives every subnet the same accuracy)."""
-    from submission.errors import MetricError
-    from submission.metrics import kendall_tau_b, precision_at_k, spearman
+    from submission.metrics import kendall_tau_b, or_undefined, precision_at_k, spearman
 
     x, y = _rank_value(cheap, metric), _rank_value(full, metric)
     out = {}
     for key, fn in (("kendall_tau", kendall_tau_b), ("spearman", spearman),
                     ("precision_at_top", lambda a, b: precision_at_k(a, b, frac=top_fraction))):
-        try:
-            out[key] = float(fn(x, y))
-        except MetricError as e:
-            out[key] = None
-            out.setdefault("undefined", str(e))
+        out[key], why = or_undefined(fn, x, y)
+        if why is not None:
+            out.setdefault("undefined", why)
     return out
 
 
-def run_fidelity(cfg, entries, device, log=print):
-    """Evaluate the sample under every setting; return the report dict (see `format_table`)."""
+def run_fidelity(cfg, settings, entries, device, log=print):
+    """Evaluate the sample under every setting of `settings` (fidelity_settings(cfg)); return the
+    report dict (see `format_table`)."""
     metric = get(cfg, "evaluate.fidelity.metric", "top1")
     if metric not in METRICS:
         raise KitError(f"evaluate.fidelity.metric must be one of {', '.join(METRICS)}, got {metric!r}")
     top_fraction = float(get(cfg, "evaluate.fidelity.top_fraction", 0.1))
     sample = sample_entries(entries, get(cfg, "evaluate.fidelity.sample"), get(cfg, "evaluate.fidelity.seed", 0))
-    settings = setting_configs(cfg)
     on_gpu = device.startswith("gpu")
-    model = load_supernet(cfg)
+    model = load_supernet(cfg, settings[0][2])
     eval_cache, calib_cache = {}, {}
     rows, evaluators = [], []
-    for name, c in settings:
+    for name, c, s in settings:
         t0 = time.perf_counter()
-        ekey = json.dumps([eval_settings(c), get(c, "evaluate.cache"), get(c, "evaluate.cache_dtype")],
-                          sort_keys=True)
+        ekey = json.dumps([s.images(), s.cache, s.cache_dtype], sort_keys=True)
         if ekey not in eval_cache:
-            eval_cache[ekey] = build_eval_set(c, on_gpu)
-        ckey = json.dumps(calibration_settings(c), sort_keys=True)
+            eval_cache[ekey] = build_eval_set(c, s, on_gpu)
+        ckey = json.dumps(s.calibration_batches(), sort_keys=True)
         if ckey not in calib_cache:
-            calib_cache[ckey] = build_calibration_batches(c)
-        mode = get(c, "evaluate.calibration.mode")
-        evaluators.append(SubnetEvaluator(model, eval_cache[ekey], get(c, "evaluate.batch_size"), mode,
-                                          calib_cache[ckey], amp_dtype(get(c, "evaluate.amp"), device)))
+            calib_cache[ckey] = build_calibration_batches(c, s)
+        mode = s.calibration.mode
+        evaluators.append(evaluator_of(model, eval_cache[ekey], calib_cache[ckey], s, device))
         rows.append({"name": name, "images": len(eval_cache[ekey]), "resolution": int(eval_cache[ekey].shape[-1]),
-                     "amp": str(get(c, "evaluate.amp") or "none"),
+                     "amp": str(s.amp or "none"),
                      "calibration": mode, "calibration_batches": len(calib_cache[ckey]) if mode == "recalibrate" else 0,
                      "setup_seconds": time.perf_counter() - t0, "results": []})
     for ev in evaluators:  # warm-up (kernel selection, allocator) outside the timed loop

@@ -10,57 +10,10 @@ import os
 import numpy as np
 
 from encoding import KitError
-from supernet.config import get, net_spec
+from supernet.config import net_spec
 
-from .image_cache import CACHE_DTYPES, CACHE_PLACES, calibration_indices, gather, make_tensor_set
-
-# Data keys that say where the files are or how fast they load, not what the images are.
-DATA_LOCATION_KEYS = ("image_dir", "fashion_mnist_dir", "layout", "num_workers")
-
-
-def check_settings(cfg):
-    """Refuse bad evaluate.* values before anything is loaded or written."""
-    from supernet.config import AMP_DTYPES
-
-    from .calibration import MODES
-
-    def positive_int(key, minimum=1):
-        value = get(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise KitError(f"{key} must be an integer >= {minimum}, got {value!r}")
-
-    choices = (("evaluate.calibration.mode", MODES), ("evaluate.cache", CACHE_PLACES),
-               ("evaluate.cache_dtype", CACHE_DTYPES), ("evaluate.split", ("train", "val")))
-    for key, allowed in choices:
-        if get(cfg, key) not in allowed:
-            raise KitError(f"{key} must be one of {', '.join(allowed)}, got {get(cfg, key)!r}")
-    amp = get(cfg, "evaluate.amp")
-    if str(amp).lower() not in AMP_DTYPES and amp not in (None, False):
-        raise KitError(f"evaluate.amp must be one of none, bf16, fp16, got {amp!r}")
-    positive_int("evaluate.batch_size")
-    if get(cfg, "evaluate.subset") is not None:
-        positive_int("evaluate.subset", 0)
-    if get(cfg, "evaluate.calibration.mode") == "recalibrate":
-        positive_int("evaluate.calibration.batches")
-        positive_int("evaluate.calibration.batch_size")
-
-
-WEIGHT_FLAGS = {"checkpoint": "--checkpoint", "official": "--official", "fewshot": "--fewshot"}
-
-
-def weights_source(cfg):
-    """('checkpoint' | 'official' | 'fewshot', path) from evaluate.checkpoint / .official / .fewshot
-    (exactly one)."""
-    given = [(kind, get(cfg, f"evaluate.{kind}", None)) for kind in WEIGHT_FLAGS]
-    given = [(kind, path) for kind, path in given if path]
-    if len(given) != 1:
-        raise KitError("give exactly one of --checkpoint (a supernet training checkpoint or state dict), "
-                       "--official (the challenge's resnet48.pdparams) and --fewshot (a few-shot split's "
-                       "manifest.json)" + (", not several" if given else ""))
-    kind, path = given[0]
-    if not os.path.isfile(path):
-        raise KitError(f"{WEIGHT_FLAGS[kind]} {path} does not exist")
-    return kind, path
+from .image_cache import calibration_indices, gather, make_tensor_set
+from .settings import EvalSettings, weights_source  # noqa: F401 (the settings every builder here takes)
 
 
 def fewshot_weights(manifest):
@@ -77,13 +30,13 @@ def fewshot_weights(manifest):
     return groups, weights
 
 
-def weight_files(cfg):
+def weight_files(settings):
     """Every file the configured weights are read from (hashed into a results manifest)."""
-    kind, path = weights_source(cfg)
+    kind, path = settings.weights
     return [path] + (list(fewshot_weights(path)[1].values()) if kind == "fewshot" else [])
 
 
-def load_supernet(cfg, checkpoint=None):
+def load_supernet(cfg, settings, checkpoint=None):
     """A ResNet48Supernet under the config's model spec, holding the configured weights, in eval mode.
 
     --checkpoint takes a training checkpoint (a dict whose 'model' entry is the state dict, as
@@ -95,12 +48,13 @@ def load_supernet(cfg, checkpoint=None):
     from supernet.checkpoint import load_checkpoint, load_model_state
     from supernet.pretrained import load_official_resnet48
 
-    kind, path = ("checkpoint", checkpoint) if checkpoint else weights_source(cfg)
+    kind, path = ("checkpoint", checkpoint) if checkpoint else settings.weights
     if kind == "fewshot":
-        raise KitError("a few-shot split holds one supernet per group: load each with load_supernet(cfg, PATH)")
+        raise KitError("a few-shot split holds one supernet per group: load each with "
+                       "load_supernet(cfg, settings, PATH)")
     model = ResNet48Supernet(net_spec(cfg))
     if kind == "official":
-        load_official_resnet48(model, path, reorder=bool(get(cfg, "evaluate.reorder", True)))
+        load_official_resnet48(model, path, reorder=settings.reorder)
     else:
         state = load_checkpoint(path)
         if isinstance(state.get("model"), dict):
@@ -126,53 +80,16 @@ def eval_indices(labels, subset, seed):
     return np.asarray(stratified_subset(np.asarray(labels), int(subset), int(seed)))
 
 
-def data_settings(cfg):
-    """The data section minus file locations and loader speed: what the images are."""
-    data = get(cfg, "data", None) or {}
-    return {k: v for k, v in sorted(data.items()) if k not in DATA_LOCATION_KEYS}
+def build_eval_set(cfg, settings, on_gpu):
+    """The cached evaluation images (TensorSet) of the settings (the dataset from the config's `data:`)."""
+    dataset = _split_dataset(cfg, settings.split, augment=False)
+    idx = eval_indices(dataset.labels, settings.subset, settings.subset_seed)
+    images, labels = gather(dataset, idx, num_workers=settings.num_workers)
+    return make_tensor_set(images, labels, place=settings.cache, device_gb=settings.cache_device_gb,
+                           dtype=settings.cache_dtype, on_gpu=on_gpu, normalize=dataset.normalize)
 
 
-def eval_settings(cfg):
-    """The keys that decide which images (and pixels) every subnet is evaluated on."""
-    return {
-        "data": data_settings(cfg),
-        "split": get(cfg, "evaluate.split"),
-        "subset": get(cfg, "evaluate.subset"),
-        "subset_seed": get(cfg, "evaluate.subset_seed"),
-    }
-
-
-def calibration_settings(cfg):
-    """The keys that decide the calibration batches (all but `mode` are moot for mode 'none')."""
-    mode = get(cfg, "evaluate.calibration.mode")
-    if mode == "none":
-        return {"mode": "none"}
-    return {
-        "mode": mode,
-        "data": data_settings(cfg),
-        "batches": get(cfg, "evaluate.calibration.batches"),
-        "batch_size": get(cfg, "evaluate.calibration.batch_size"),
-        "seed": get(cfg, "evaluate.calibration.seed"),
-        "augment": get(cfg, "evaluate.calibration.augment"),
-    }
-
-
-def _workers(cfg):
-    return int(get(cfg, "data.num_workers", 0) or 0)
-
-
-def build_eval_set(cfg, on_gpu):
-    """The cached evaluation images (TensorSet) of the config."""
-    s = eval_settings(cfg)
-    dataset = _split_dataset(cfg, s["split"], augment=False)
-    idx = eval_indices(dataset.labels, s["subset"], s["subset_seed"])
-    images, labels = gather(dataset, idx, num_workers=_workers(cfg))
-    return make_tensor_set(images, labels, place=get(cfg, "evaluate.cache"),
-                           device_gb=get(cfg, "evaluate.cache_device_gb"),
-                           dtype=get(cfg, "evaluate.cache_dtype"), on_gpu=on_gpu, normalize=dataset.normalize)
-
-
-def build_calibration_batches(cfg):
+def build_calibration_batches(cfg, settings):
     """K calibration batches (float32 device tensors, normalised on the device) from the training
     split; [] for mode 'none'.
 
@@ -180,12 +97,12 @@ def build_calibration_batches(cfg):
     """
     import paddle
 
-    c = calibration_settings(cfg)
-    if c["mode"] == "none":
+    c = settings.calibration
+    if c.mode == "none":
         return []
-    dataset = _split_dataset(cfg, "train", augment=bool(c["augment"]))
-    k, b = int(c["batches"]), int(c["batch_size"])
-    idx = calibration_indices(len(dataset), k, b, int(c["seed"]))
-    images, _ = gather(dataset, idx.reshape(-1), num_workers=_workers(cfg), seed=int(c["seed"]))
+    dataset = _split_dataset(cfg, "train", augment=bool(c.augment))
+    k, b = int(c.batches), int(c.batch_size)
+    idx = calibration_indices(len(dataset), k, b, int(c.seed))
+    images, _ = gather(dataset, idx.reshape(-1), num_workers=settings.num_workers, seed=int(c.seed))
     normalize = dataset.normalize
     return [normalize(paddle.to_tensor(np.ascontiguousarray(images[i * b:(i + 1) * b]))) for i in range(k)]

@@ -292,13 +292,10 @@ def _by_code(table, batch):
 
 def spearman(x, y):
     """The kit's Spearman rank correlation (submission.metrics), or None where it is undefined."""
-    from submission.errors import MetricError
+    from submission.metrics import or_undefined
     from submission.metrics import spearman as rho
 
-    try:
-        return float(rho(x, y))
-    except MetricError:
-        return None
+    return or_undefined(rho, x, y)[0]
 
 
 def compare(a, b, pairs=None, names=("A", "B")):

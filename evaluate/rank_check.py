@@ -4,7 +4,6 @@ against a ground truth, measured the way `python -m evaluate run` measures (moni
 import time
 
 from encoding import KitError, read_arch_list
-from supernet.config import get
 
 
 class RankCheck:
@@ -18,8 +17,9 @@ class RankCheck:
     def __init__(self, cfg, rc, rank=0, world=1):
         import paddle
 
-        from .evaluator import SubnetEvaluator, amp_dtype
+        from .evaluator import evaluator_of
         from .inputs import build_calibration_batches, build_eval_set
+        from .settings import EvalSettings
 
         entries = read_arch_list(rc["gt"])
         limit = rc.get("max_archs")
@@ -33,12 +33,10 @@ class RankCheck:
         # Images, BN calibration, batch size and AMP are the `evaluate:` section's, built by the
         # evaluate package itself, so the curve shows what `python -m evaluate run` would measure.
         device = paddle.device.get_device()
-        eval_set = build_eval_set(cfg, on_gpu=device.startswith("gpu"))
-        calib = build_calibration_batches(cfg)
-        mode = get(cfg, "evaluate.calibration.mode")
-        amp = amp_dtype(get(cfg, "evaluate.amp", None), device)
-        batch_size = int(get(cfg, "evaluate.batch_size"))
-        self.make = lambda model: SubnetEvaluator(model, eval_set, batch_size, mode, calib, amp)
+        settings = EvalSettings.from_config(cfg)
+        eval_set = build_eval_set(cfg, settings, on_gpu=device.startswith("gpu"))
+        calib = build_calibration_batches(cfg, settings)
+        self.make = lambda model: evaluator_of(model, eval_set, calib, settings, device)
 
     def run(self, model):
         """{'kendall_tau', 'pearson', 'archs', 'mean_top1', 'seconds'} (tau/pearson None if undefined)."""
@@ -66,9 +64,7 @@ class RankCheck:
 
 def _rank_metrics(pred, truth):
     """(Kendall tau-b, Pearson, note): the leaderboard's metrics, None with a note where undefined."""
-    from submission.metrics import MetricError, kendall_tau_b, pearson
+    from submission.metrics import kendall_tau_b, or_undefined, pearson
 
-    try:
-        return float(kendall_tau_b(pred, truth)), float(pearson(pred, truth)), None
-    except MetricError as e:
-        return None, None, str(e)
+    (tau, note), (r, _) = or_undefined(kendall_tau_b, pred, truth), or_undefined(pearson, pred, truth)
+    return tau, r, note

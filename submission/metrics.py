@@ -103,6 +103,15 @@ def spearman(pred, truth):
     return pearson(average_ranks(x), average_ranks(y))
 
 
+def or_undefined(metric, pred, truth):
+    """(value, None), or (None, why) where `metric` is undefined (e.g. all predictions equal): for
+    monitors and reports that show a gap instead of stopping."""
+    try:
+        return float(metric(pred, truth)), None
+    except MetricError as e:
+        return None, str(e)
+
+
 def kendall_tau_b(pred, truth):
     """Leaderboard B: Kendall's tau-b (ties in either list shrink the denominator), O(n log n)."""
     x, y = _pair(pred, truth)

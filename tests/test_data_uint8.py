@@ -12,6 +12,7 @@ from test_data_images import _cfg, write_image_tree
 
 from evaluate.evaluator import evaluate_model
 from evaluate.inputs import build_calibration_batches, build_eval_set
+from evaluate.settings import EvalSettings
 from supernet.config import resolve
 from supernet.data import (
     FASHION_MNIST_MEAN,
@@ -82,7 +83,8 @@ def _eval_cfg(d, dtype):
 
 def test_uint8_cache_scores_like_float32_and_calibration_batches_normalise_as_before(tmp_path):
     d = write_fashion_like(str(tmp_path / "fm"), n_train=60, n_val=50, learnable=True)
-    sets = {dtype: build_eval_set(_eval_cfg(d, dtype), on_gpu=False) for dtype in ("float32", "uint8", "float16")}
+    sets = {dtype: build_eval_set(_eval_cfg(d, dtype), EvalSettings.from_config(_eval_cfg(d, dtype)), on_gpu=False)
+            for dtype in ("float32", "uint8", "float16")}
     assert sets["uint8"].images.dtype == paddle.uint8 and sets["float32"].images.dtype == paddle.float32
     assert sets["uint8"].images.numel() == sets["float32"].images.numel() == 40 * 28 * 28
     first = [next(sets[k].batches(16))[0].numpy() for k in ("float32", "uint8")]
@@ -94,7 +96,7 @@ def test_uint8_cache_scores_like_float32_and_calibration_batches_normalise_as_be
     assert scores["uint8"][:2] == scores["float32"][:2]
     assert scores["uint8"][2] == pytest.approx(scores["float32"][2], rel=1e-6)
     assert scores["float16"][2] == pytest.approx(scores["float32"][2], rel=1e-2)
-    calib = build_calibration_batches(_eval_cfg(d, "uint8"))
+    calib = build_calibration_batches(_eval_cfg(d, "uint8"), EvalSettings.from_config(_eval_cfg(d, "uint8")))
     assert [tuple(b.shape) for b in calib] == [(8, 1, 28, 28)] * 2 and calib[0].dtype == paddle.float32
     ds = build_dataset(_eval_cfg(d, "uint8"), "train", augment=False)
     from evaluate.image_cache import calibration_indices

@@ -224,13 +224,15 @@ def test_rank_check_logs_tau_and_pearson_of_the_ground_truth(image_dir, tmp_path
     # the evaluate package, reading the final weights file, measures the same accuracies
     from evaluate.evaluator import SubnetEvaluator
     from evaluate.inputs import build_calibration_batches, build_eval_set, load_supernet
+    from evaluate.settings import EvalSettings
     from train_supernet import load_config
 
     cfg, _ = load_config([DEMO, *tiny_overrides(image_dir, out, "evaluate.subset=0", "evaluate.batch_size=8",
                                                 "evaluate.calibration.batches=1", "evaluate.calibration.batch_size=8",
                                                 f"evaluate.checkpoint={out}/supernet.pdparams")])
-    evaluator = SubnetEvaluator(load_supernet(cfg), build_eval_set(cfg, on_gpu=False), 8, "recalibrate",
-                                build_calibration_batches(cfg))
+    settings = EvalSettings.from_config(cfg)
+    evaluator = SubnetEvaluator(load_supernet(cfg, settings), build_eval_set(cfg, settings, on_gpu=False), 8,
+                                "recalibrate", build_calibration_batches(cfg, settings))
     assert {f"arch{i + 1}": evaluator.evaluate(c)["top1"] for i, c in enumerate(codes)} == top1
 
 

@@ -1,0 +1,143 @@
+"""The `evaluate:` section read once: a frozen settings object, checked when it is built, that the
+evaluation code takes instead of the raw config (the `model:` section becomes a NetSpec the same way).
+
+    settings = EvalSettings.from_config(cfg)      # refuses bad values before anything is loaded
+    settings.calibration.mode, settings.batch_size, settings.images(), settings.weights
+"""
+
+import json
+import os
+from dataclasses import dataclass
+
+from encoding import KitError
+from supernet.config import AMP_DTYPES, get
+
+from .calibration import MODES
+from .image_cache import CACHE_DTYPES, CACHE_PLACES
+
+# Data keys that say where the files are or how fast they load, not what the images are.
+DATA_LOCATION_KEYS = ("image_dir", "fashion_mnist_dir", "layout", "num_workers")
+WEIGHT_FLAGS = {"checkpoint": "--checkpoint", "official": "--official", "fewshot": "--fewshot"}
+
+
+def _int(cfg, key, minimum=1, optional=False):
+    value = get(cfg, key, None)
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise KitError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _choice(cfg, key, allowed):
+    value = get(cfg, key, None)
+    if value not in allowed:
+        raise KitError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def data_settings(cfg):
+    """The data section minus file locations and loader speed: what the images are."""
+    data = get(cfg, "data", None) or {}
+    return {k: v for k, v in sorted(data.items()) if k not in DATA_LOCATION_KEYS}
+
+
+def weights_source(cfg):
+    """('checkpoint' | 'official' | 'fewshot', path) from evaluate.checkpoint / .official / .fewshot
+    (exactly one)."""
+    given = [(kind, get(cfg, f"evaluate.{kind}", None)) for kind in WEIGHT_FLAGS]
+    given = [(kind, path) for kind, path in given if path]
+    if len(given) != 1:
+        raise KitError("give exactly one of --checkpoint (a supernet training checkpoint or state dict), "
+                       "--official (the challenge's resnet48.pdparams) and --fewshot (a few-shot split's "
+                       "manifest.json)" + (", not several" if given else ""))
+    kind, path = given[0]
+    if not os.path.isfile(path):
+        raise KitError(f"{WEIGHT_FLAGS[kind]} {path} does not exist")
+    return kind, path
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """`evaluate.calibration`: how BN statistics are set per subnet (mode 'none': stored ones)."""
+    mode: str
+    batches: int | None
+    batch_size: int | None
+    seed: int | None
+    augment: bool | None
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """The `evaluate:` section (and what the images are, from `data:`), checked and frozen."""
+    split: str
+    subset: int | None
+    subset_seed: int | None
+    batch_size: int
+    amp: str | None
+    cache: str
+    cache_device_gb: float | None
+    cache_dtype: str
+    progress: bool
+    ledger_chunk: int
+    reorder: bool
+    calibration: Calibration
+    data: str            # data_settings(cfg) as sorted JSON (frozen)
+    num_workers: int
+    out: str | None
+    given_weights: tuple | None  # (kind, path) of --checkpoint / --official / --fewshot; None: none given
+
+    @classmethod
+    def from_config(cls, cfg):
+        """Read and check the section; bad values are refused before anything is loaded or written."""
+        amp = get(cfg, "evaluate.amp", None)
+        if str(amp).lower() not in AMP_DTYPES and amp not in (None, False):
+            raise KitError(f"evaluate.amp must be one of none, bf16, fp16, got {amp!r}")
+        mode = _choice(cfg, "evaluate.calibration.mode", MODES)
+        recal = mode == "recalibrate"
+        calibration = Calibration(
+            mode=mode,
+            batches=_int(cfg, "evaluate.calibration.batches") if recal else get(cfg, "evaluate.calibration.batches",
+                                                                                  None),
+            batch_size=(_int(cfg, "evaluate.calibration.batch_size") if recal
+                        else get(cfg, "evaluate.calibration.batch_size", None)),
+            seed=get(cfg, "evaluate.calibration.seed", None),
+            augment=get(cfg, "evaluate.calibration.augment", None))
+        return cls(
+            split=_choice(cfg, "evaluate.split", ("train", "val")),
+            subset=_int(cfg, "evaluate.subset", 0, optional=True),
+            subset_seed=get(cfg, "evaluate.subset_seed", None),
+            batch_size=_int(cfg, "evaluate.batch_size"),
+            amp=amp,
+            cache=_choice(cfg, "evaluate.cache", CACHE_PLACES),
+            cache_device_gb=get(cfg, "evaluate.cache_device_gb", None),
+            cache_dtype=_choice(cfg, "evaluate.cache_dtype", CACHE_DTYPES),
+            progress=bool(get(cfg, "evaluate.progress", True)),
+            ledger_chunk=max(1, int(get(cfg, "evaluate.ledger_chunk", 100) or 100)),
+            reorder=bool(get(cfg, "evaluate.reorder", True)),
+            calibration=calibration,
+            data=json.dumps(data_settings(cfg), sort_keys=True),
+            num_workers=int(get(cfg, "data.num_workers", 0) or 0),
+            out=get(cfg, "evaluate.out", None),
+            given_weights=(weights_source(cfg) if any(get(cfg, f"evaluate.{k}", None) for k in WEIGHT_FLAGS)
+                           else None))
+
+    @property
+    def weights(self):
+        """(kind, path) of the weights to evaluate; an error naming the flags when none were given."""
+        if self.given_weights is None:
+            weights_source({"evaluate": {}})  # raises: give exactly one of ...
+        return self.given_weights
+
+    def images(self):
+        """What decides which images (and pixels) every subnet is evaluated on (pinned in a manifest)."""
+        return {"data": json.loads(self.data), "split": self.split, "subset": self.subset,
+                "subset_seed": self.subset_seed}
+
+    def calibration_batches(self):
+        """What decides the calibration batches (all but `mode` are moot for mode 'none')."""
+        c = self.calibration
+        if c.mode == "none":
+            return {"mode": "none"}
+        return {"mode": c.mode, "data": json.loads(self.data), "batches": c.batches, "batch_size": c.batch_size,
+                "seed": c.seed, "augment": c.augment}
