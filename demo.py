@@ -282,7 +282,23 @@ def shared_top1(results_path, ids):
     return 100.0 * sum(top1) / len(top1) if top1 else None
 
 
-def demo_table(out, names, gt_path):
+def tau_vs_macs(results_path, score_config):
+    """(Kendall tau-b of the shared-weight top-1 against MACs, codes) over every code the supernet was
+    evaluated on: near 1 a supernet that ranks by size, below 0 one that favours small nets."""
+    sys.path.insert(0, ROOT)
+    from encoding import costs
+    from submission.baselines import cost_setting_from_config
+    from submission.metrics import kendall_tau_b, or_undefined
+
+    with open(results_path, encoding="utf-8") as f:
+        results = json.load(f)
+    records = results if isinstance(results, list) else list(results.values())
+    spec, resolution = cost_setting_from_config(score_config)
+    _, macs = costs([r["code"] for r in records], spec, resolution=resolution)
+    return or_undefined(kendall_tau_b, [r["top1"] for r in records], list(macs))[0], len(records)
+
+
+def demo_table(out, names, gt_path, score_config=None):
     """Rows (label, values) of the demo table: the ground truth against itself and every predictor,
     all from the `submission score` reports (whose MACs and params follow the config they were given),
     plus each supernet's mean top-1 with shared weights from its evaluation results."""
@@ -301,7 +317,9 @@ def demo_table(out, names, gt_path):
     for name in names:
         report = reports[name]
         row = _row(report["predictors"]["submission"])
-        row["shared_top1"] = shared_top1(os.path.join(out, f"eval-{name}", "results.json"), gt_ids)
+        results = os.path.join(out, f"eval-{name}", "results.json")
+        row["shared_top1"] = shared_top1(results, gt_ids)
+        row["tau_vs_macs"], row["macs_codes"] = tau_vs_macs(results, score_config)
         row["tau_vs_one_seed"] = (report.get("seed_noise") or {}).get("tau_vs_one_seed", {}).get("submission")
         rows.append((labels.get(name, name), row))
     for key, label in (("macs", "MACs only"), ("params", "params only")):
@@ -315,7 +333,7 @@ def _fmt(v):
 
 def format_table(rows):
     head = (f"{'predictor':<42}{'n':>5}{'Kendall tau':>13}{'Pearson':>10}{'P@10%':>8}{'tau/ceiling':>13}"
-            f"{'tau 1 seed':>12}{'top-1 %':>9}")
+            f"{'tau 1 seed':>12}{'top-1 %':>9}{'tau vs MACs (codes)':>21}")
     lines = [head, "-" * len(head)]
     ceiling = rows[0][1]["kendall_tau_b"] if rows and rows[0][1] else None
     for label, v in rows:
@@ -327,8 +345,9 @@ def format_table(rows):
             ratio = v["kendall_tau_b"] / ceiling if ceiling else None
             top1 = f"{v['shared_top1']:.2f}" if v.get("shared_top1") is not None else ""
             one = _fmt(v["tau_vs_one_seed"]) if "tau_vs_one_seed" in v else ""
+            macs = f"{_fmt(v['tau_vs_macs'])} ({v['macs_codes']})" if "tau_vs_macs" in v else ""
             lines.append(f"{label:<42}{v['n']:>5}{_fmt(v['kendall_tau_b']):>13}{_fmt(v['pearson']):>10}"
-                         f"{_fmt(v['precision_at_10']):>8}{_fmt(ratio):>13}{one:>12}{top1:>9}")
+                         f"{_fmt(v['precision_at_10']):>8}{_fmt(ratio):>13}{one:>12}{top1:>9}{macs:>21}")
     return "\n".join(lines)
 
 
@@ -418,13 +437,13 @@ def main(argv=None):
               "total_seconds": sum(s.seconds for s in stages), "gt": args.gt if args.gt_present else None,
               "config": args.config, "archs": args.archs, "overrides": args.overrides, "table": None}
     if args.gt_present:
-        rows = demo_table(args.out, done, args.gt)
+        rows = demo_table(args.out, done, args.gt, score_config)
         report["table"] = [{"predictor": label, **(v or {})} for label, v in rows]
         print(f"\nranking vs ground truth {args.gt} "
               "(mean accuracy over seeds; ceiling: the ground truth against itself;\n"
               "tau 1 seed: Kendall tau against one seed's accuracies, mean over seeds, the figure to set\n"
               "beside one seed vs another; top-1 %: the ground-truth codes' mean top-1 with the supernet's\n"
-              "shared weights)")
+              "shared weights; tau vs MACs: its shared-weight top-1 against MACs over every code it evaluated)")
         print(format_table(rows))
         with open(os.path.join(args.out, f"score-{done[0]}.json"), encoding="utf-8") as f:
             noise = json.load(f).get("seed_noise")

@@ -168,6 +168,20 @@ def test_demo_end_to_end_then_resume(tmp_path):
     assert table["kit default supernet"]["shared_top1"] == pytest.approx(shared["default"])
     assert table["uniform-sampling supernet (baseline)"]["shared_top1"] == pytest.approx(shared["uniform"])
     assert "shared_top1" not in table["MACs only"]
+    # tau vs MACs over every code each supernet evaluated (5 for the default, the 3 GT codes for the baseline),
+    # by a second route: scipy on the results files and the cost model
+    for name, label, n in (("default", "kit default supernet", 5),
+                           ("uniform", "uniform-sampling supernet (baseline)", 3)):
+        with open(out / f"eval-{name}" / "results.json", encoding="utf-8") as f:
+            results = json.load(f)
+        records = results if isinstance(results, list) else list(results.values())
+        _, all_macs = costs([r["code"] for r in records], net_spec(resolve(str(config))), resolution=16)
+        expected = stats.kendalltau([r["top1"] for r in records], all_macs).statistic
+        assert table[label]["macs_codes"] == n
+        if np.isnan(expected):
+            assert table[label]["tau_vs_macs"] is None
+        else:
+            assert table[label]["tau_vs_macs"] == pytest.approx(expected)
 
     # Rerun without ground truth: training and evaluation are reused, scoring and the baseline skipped.
     proc = run_demo(args + ["--gt", str(tmp_path / "no_gt.json")], tmp_path)
