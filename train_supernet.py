@@ -17,7 +17,8 @@ from infra.errors import KitError, error_message
 from supernet import config as C
 from supernet import cpu_speed
 from supernet.loop import TrainingDiverged
-from supernet.train import Trainer, check_values, section
+from supernet.settings import SupernetSettings
+from supernet.train import Trainer
 
 # Command-line flags; every one is also a config key (key=value reaches all the others).
 FLAGS = [
@@ -77,9 +78,8 @@ def launch_plan(cfg):
 
     from infra.runlock import check_free
 
-    sn = section(cfg)
-    out = sn.get("output_dir") or "runs/supernet"
-    procs = check_values(cfg)["launch.cpu_procs"] or 1
+    settings = SupernetSettings.from_config(cfg)
+    out, procs = settings.output_dir, settings.launch_cpu_procs
     check_free(out)
     device = str(cfg.get("device", "auto")).lower()
     return "\n".join([f"OUTPUT_DIR={shlex.quote(out)}", f"CPU_PROCS={procs}", f"DEVICE={shlex.quote(device)}"])

@@ -11,6 +11,8 @@ import paddle.nn.functional as F
 
 from encoding import KitError
 
+from .settings import RANK_SCHEDULES, rank_loss_weight  # noqa: F401 (the weight schedule lives with the setting)
+
 
 def smoothed_cross_entropy(logits, labels, smoothing=0.0):
     """Mean over the batch of -((1 - e) log p_y + e * mean_k log p_k) (uniform label smoothing)."""
@@ -60,21 +62,5 @@ def pairwise_rank_loss(losses, costs, margin=0.0):
     return paddle.stack([t.reshape([]) for t in terms]).mean()
 
 
-RANK_SCHEDULES = ("constant", "linear")
 
 
-def rank_loss_weight(epoch, weight, schedule="constant", ramp_epochs=1.0, max_weight=None):
-    """The rank loss's weight in `epoch` (0-based): `weight` (constant), or weight x epoch /
-    ramp_epochs (linear), either capped at `max_weight`. 3rd place: min(2, epoch / 10) is
-    weight 1, linear, ramp_epochs 10, max_weight 2."""
-    if schedule not in RANK_SCHEDULES:
-        raise KitError(f"rank loss schedule must be one of {', '.join(RANK_SCHEDULES)}, got {schedule!r}")
-    if weight < 0 or (max_weight is not None and max_weight < 0):
-        raise KitError(f"rank loss weights must be >= 0, got weight {weight}, max_weight {max_weight}")
-    if schedule == "linear":
-        if not ramp_epochs > 0:
-            raise KitError(f"rank loss ramp_epochs must be positive, got {ramp_epochs}")
-        value = float(weight) * float(epoch) / float(ramp_epochs)
-    else:
-        value = float(weight)
-    return value if max_weight is None else min(value, float(max_weight))

@@ -32,94 +32,13 @@ from infra.jsonl import JsonLines
 
 from . import config as C
 from .loop import Loop, Position, TrainingDiverged, check_finite
+from .settings import SupernetSettings
 
 PATH_KINDS = ("max", "min", "random")
 CKPT_PATTERN = "step_*.pdckpt"
-OPTIM_KEYS = ("lr", "base_lr", "warmup", "momentum", "nesterov", "weight_decay", "no_bn_decay", "grad_clip")
 
 
 # --- small helpers ---------------------------------------------------------------------------
-
-def section(cfg):
-    try:
-        return C.get(cfg, "supernet")
-    except C.ConfigError:
-        raise C.ConfigError("config has no 'supernet:' section (see configs/demo.yaml)") from None
-
-
-RANK_KEYS = ("weight", "schedule", "ramp_epochs", "max_weight", "margin", "cost")
-
-
-def rank_loss_settings(section):
-    """`supernet.loss.rank` checked and completed; weight 0 (the default) turns the rank loss off."""
-    from .losses import rank_loss_weight
-
-    section = dict(section or {})
-    unknown = sorted(set(section) - set(RANK_KEYS))
-    if unknown:
-        raise C.ConfigError(f"unknown supernet.loss.rank keys {unknown}; known: {list(RANK_KEYS)}")
-    out = {"weight": float(section.get("weight") or 0.0), "schedule": section.get("schedule") or "constant",
-           "ramp_epochs": float(section.get("ramp_epochs") or 1.0), "max_weight": section.get("max_weight"),
-           "margin": float(section.get("margin") or 0.0), "cost": section.get("cost") or "macs"}
-    if out["cost"] not in ("macs", "params"):
-        raise C.ConfigError(f"supernet.loss.rank.cost must be macs or params, got {out['cost']!r}")
-    if out["margin"] < 0:
-        raise C.ConfigError(f"supernet.loss.rank.margin must be >= 0, got {out['margin']}")
-    rank_loss_weight(0, out["weight"], out["schedule"], out["ramp_epochs"], out["max_weight"])  # refuses bad values
-    return out
-
-
-def optim_section(sn):
-    """The `supernet.optim` keys in the form `supernet.optim.build_optimizer` reads."""
-    optim = dict(sn.get("optim") or {})
-    unknown = sorted(set(optim) - set(OPTIM_KEYS))
-    if unknown:
-        raise C.ConfigError(f"unknown supernet.optim keys {unknown}; known: {list(OPTIM_KEYS)}")
-    optim["max_epoch"] = int(sn["epochs"])
-    return optim
-
-
-def _int_or_none(value, key, minimum=1):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise C.ConfigError(f"{key} must be an integer >= {minimum} or null, got {value!r}")
-    return value
-
-
-# Integer settings under `supernet:` (each >= 1 or null) and their defaults.
-INT_SETTINGS = {"epochs": None, "max_steps": None, "batch_size": None, "checkpoint.every_steps": None,
-                "checkpoint.keep": 2, "log.every_steps": 10, "launch.cpu_procs": 1, "rank_check.max_archs": 50}
-
-
-def check_values(cfg):
-    """Refuse bad values without Paddle, so `--plan` (train_supernet.sh) stops a run before the
-    launcher starts; return the integer settings ({'epochs': ..., 'checkpoint.keep': ...})."""
-    sn = section(cfg)
-    ints = {key: _int_or_none(C.get(sn, key, default), f"supernet.{key}") for key, default in INT_SETTINGS.items()}
-    for key in ("epochs", "batch_size"):
-        if ints[key] is None:
-            raise C.ConfigError(f"supernet.{key} must be set")
-    _int_or_none(sn.get("seed", 0), "supernet.seed", minimum=0)
-    _int_or_none(C.get(cfg, "data.num_workers", 0), "data.num_workers", minimum=0)
-    C.amp_dtype(sn.get("amp"), "cpu", "supernet.amp")
-    optim_section(sn)
-    init = sn.get("init", "random")
-    if init not in ("random", "official", "supernet"):
-        raise C.ConfigError(f"supernet.init must be 'random', 'official' or 'supernet', got {init!r}")
-    if init != "random" and not sn.get("pretrained"):
-        raise C.ConfigError(f"supernet.init={init} needs supernet.pretrained (path of "
-                            f"{'resnet48.pdparams' if init == 'official' else 'supernet weights'})")
-    image_dir = C.get(cfg, "data.image_dir", None)
-    if isinstance(image_dir, str) and not image_dir.strip():
-        raise C.ConfigError("data.image_dir is empty: give the image directory (--image_dir DIR) or leave it out")
-    if C.get(cfg, "data.name", "imagenet") == "imagenet":
-        if image_dir is None:
-            raise C.ConfigError("data.image_dir is not set (pass --image_dir DIR or data.image_dir=DIR)")
-        if not os.path.isdir(str(image_dir)):
-            raise C.ConfigError(f"image directory {image_dir} does not exist")
-    return ints
-
 
 def digest(fingerprint):
     import hashlib
@@ -219,44 +138,41 @@ class Trainer:
         self.paddle = paddle
         self.runtime = runtime
         self.cfg = cfg
-        sn = self.sn = section(cfg)
-        ints = check_values(cfg)
+        s = self.settings = SupernetSettings.from_config(cfg)  # the section, read and checked once
         self.device = runtime.setup_device(cfg)
         self.rank, self.world = runtime.init_distributed()
         self.main = self.rank == 0
-        runtime.print_start_line("supernet.train", self.device, self.world, sn.get("amp"))
-        self.out = sn.get("output_dir") or "runs/supernet"
+        runtime.print_start_line("supernet.train", self.device, self.world, s.amp)
+        self.out = s.output_dir
         self.ckpt_dir = os.path.join(self.out, "checkpoints")
         runtime.claim_run_folder(self.out, sweep=("checkpoints",))  # one writer per run folder, from here on
-        self.seed = int(sn.get("seed", 0))
-        self.epochs, self.max_steps = ints["epochs"], ints["max_steps"]
-        self.global_batch = ints["batch_size"]
+        self.seed = s.seed
+        self.epochs, self.max_steps = s.epochs, s.max_steps
+        self.global_batch = s.batch_size
         if self.global_batch % self.world:
             raise C.ConfigError(f"supernet.batch_size (the global batch) must be a multiple of the "
                                 f"{self.world} ranks, got {self.global_batch}")
         self.batch_size = self.global_batch // self.world
-        self.every_steps, self.keep = ints["checkpoint.every_steps"], ints["checkpoint.keep"]
-        self.keep_epochs = bool((sn.get("checkpoint") or {}).get("keep_epochs", False))
-        self.log_every = ints["log.every_steps"]
+        self.every_steps, self.keep = s.checkpoint_every_steps, s.checkpoint_keep
+        self.keep_epochs = s.keep_epochs
+        self.log_every = s.log_every_steps
 
         runtime.seed_everything(self.seed)
         self.spec = C.net_spec(cfg)
         self.model = ResNet48Supernet(self.spec)
-        self._init_weights(sn)
-        self.teacher = self._build_teacher(sn.get("loss") or {})
-        loss = sn.get("loss") or {}
-        self.smoothing = float(loss.get("label_smoothing", 0.0) or 0.0)
-        self.temperature = float(loss.get("temperature", 1.0))
-        self.inplace = bool(loss.get("inplace_distill", True)) and self.teacher is None
-        self.rank_loss = rank_loss_settings(loss.get("rank"))
+        self._init_weights(s)
+        self.teacher = self._build_teacher(s)
+        self.smoothing, self.temperature = s.label_smoothing, s.temperature
+        self.inplace = s.inplace_distill and self.teacher is None
+        self.rank_loss = s.rank_loss
         self.rank_log = {}  # the last step's rank-loss weight and value, logged with the step
 
         self.resolution = C.get(cfg, "data.resolution", None)
-        self.schedule = build_schedule(sn.get("sampler") or {}, self.seed, self.spec, resolution=self.resolution)
+        self.schedule = build_schedule(dict(s.sampler), self.seed, self.spec, resolution=self.resolution)
         if self.inplace and not self.schedule.sandwich:
             raise KitError("in-place distillation needs the max path as teacher: set supernet.sampler.sandwich=true "
                            "or supernet.loss.inplace_distill=false")
-        self.amp = C.amp_dtype(sn.get("amp"), self.device, "supernet.amp")
+        self.amp = C.amp_dtype(s.amp, self.device, "supernet.amp")
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if self.amp == "float16" else None
 
         self.dataset = build_dataset(cfg, "train", augment=True)
@@ -266,39 +182,39 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise KitError(f"the training split ({len(self.dataset)} images) is smaller than one global batch "
                            f"({self.global_batch}): nothing to train on")
-        self.optimizer, self.scheduler = build_optimizer(self.model, optim_section(sn), self.global_batch,
+        self.optimizer, self.scheduler = build_optimizer(self.model, dict(s.optim), self.global_batch,
                                                          self.steps_per_epoch, len(self.dataset))
         self.dp = None
         if self.world > 1:
             self.dp = paddle.DataParallel(self.model, find_unused_parameters=True)
 
     # --- construction pieces ------------------------------------------------------------------
-    def _init_weights(self, sn):
-        if sn.get("init", "random") == "random":  # check_values refused any other value but 'official'
-            if sn.get("zero_init_residual", False):
+    def _init_weights(self, s):
+        if s.init == "random":
+            if s.zero_init_residual:
                 self.model.zero_init_residual()
             return
-        if sn["init"] == "supernet":  # a trained supernet's weights, e.g. a few-shot group's copy
+        if s.init == "supernet":  # a trained supernet's weights, e.g. a few-shot group's copy
             from .checkpoint import load_checkpoint, load_model_state
 
-            state = load_checkpoint(sn["pretrained"])
-            load_model_state(self.model, state.get("model", state), source=f"supernet.pretrained {sn['pretrained']}")
+            state = load_checkpoint(s.pretrained)
+            load_model_state(self.model, state.get("model", state), source=f"supernet.pretrained {s.pretrained}")
             return
         from .pretrained import load_official_resnet48
 
-        load_official_resnet48(self.model, sn["pretrained"], reorder=bool(sn.get("reorder", True)))
+        load_official_resnet48(self.model, s.pretrained, reorder=s.reorder)
 
-    def _build_teacher(self, loss):
-        path = loss.get("teacher")
+    def _build_teacher(self, s):
+        path = s.teacher
         if not path:
             return None
         from .checkpoint import load_checkpoint, load_model_state
         from .pretrained import load_official_static
         from .static import build_static
 
-        arch = loss.get("teacher_arch")
+        arch = s.teacher_arch
         if arch is None:
-            teacher = load_official_static(path, self.spec, reorder=bool(self.cfg["supernet"].get("reorder", True)))
+            teacher = load_official_static(path, self.spec, reorder=s.reorder)
         else:
             teacher = build_static(arch, self.spec)
             state = load_checkpoint(path)
@@ -432,7 +348,7 @@ class Trainer:
         path = latest_checkpoint(self.ckpt_dir, CKPT_PATTERN)
         if path is None:
             return 0, 0, 0
-        if not self.sn.get("resume", True):
+        if not self.settings.resume:
             raise KitError(f"{self.ckpt_dir} already holds checkpoints ({os.path.basename(path)}) and "
                            f"supernet.resume is false: choose another supernet.output_dir or set resume=true")
         state = restore_training_state(path, self.model, self.optimizer, self.scheduler)
@@ -458,7 +374,7 @@ class Trainer:
             if self.rank_check_factory is None:
                 raise KitError("supernet.rank_check.gt is set but this Trainer has no rank check: train through "
                                "train_supernet.py (or train_supernet.sh), which wires evaluate's in")
-            self._rank_check = self.rank_check_factory(self.cfg, self.sn.get("rank_check") or {}, self.rank,
+            self._rank_check = self.rank_check_factory(self.cfg, dict(self.settings.rank_check), self.rank,
                                                        self.world)
         return self._rank_check.run(self.model)
 
@@ -481,11 +397,10 @@ class Trainer:
         if log is not None and (self.last_checkpoint is not None or dropped):
             log.write({"type": "resume", "time": time.time(), "global_step": global_step,
                        "checkpoint": self.last_checkpoint, "dropped_records": dropped})
-        scalars = Scalars(os.path.join(self.out, "visualdl"), self.main and (self.sn.get("log") or {}).get(
-            "visualdl", True))
+        scalars = Scalars(os.path.join(self.out, "visualdl"), self.main and self.settings.visualdl)
         ledger = self._ledger()
-        rank_cfg = self.sn.get("rank_check") or {}
-        progress = bool((self.sn.get("log") or {}).get("progress", True)) and self.main
+        rank_cfg = self.settings.rank_check
+        progress = self.settings.progress and self.main
         if self.main and (epoch, start_step) != (0, 0):
             print(f"resuming from {self.last_checkpoint}: epoch {epoch + 1}, batch {start_step + 1}, "
                   f"global step {global_step + 1}", flush=True)

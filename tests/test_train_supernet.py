@@ -174,7 +174,7 @@ def test_bad_settings_are_reported_before_training(image_dir, tmp_path):
     for extra, error, message in cases:
         with pytest.raises(error, match=message):
             _trainer(image_dir, tmp_path, *extra)
-    from supernet.train import optim_section
+    from supernet.settings import optim_section
 
     with pytest.raises(ConfigError, match=r"unknown supernet.optim keys \['max_epoch'\]"):
         optim_section({"epochs": 2, "optim": {"max_epoch": 3}})
