@@ -192,3 +192,20 @@ def test_demo_end_to_end_then_resume(tmp_path):
     assert status == {f"{k}-default": "reused" if k in ("train", "eval") else "ran"
                       for k in ("train", "eval", "make", "validate")}
     assert report["table"] is None and "no ground truth at" in proc.stdout and "pretrain.py gt" in proc.stdout
+
+
+def test_benchmarks_set_the_defaults_and_glyphs_are_built_by_a_stage(tmp_path, monkeypatch):
+    demo = load_demo()
+    monkeypatch.chdir(tmp_path)  # defaults come from the repository wherever the demo runs
+    args = demo.parse_args([])
+    assert (args.benchmark, args.config, args.gt, args.archs, args.out) == (
+        "glyphs", os.path.join(ROOT, "configs", "glyphs.yaml"), os.path.join(ROOT, "configs", "glyphs_gt.json"),
+        ARCHS, str(tmp_path / "runs" / "demo-glyphs"))
+    [stage] = demo.data_stages(args, "PY")
+    out = os.path.join(ROOT, "runs", "glyphs")
+    assert stage.argv == ["PY", "-m", "supernet.data.glyphs", "--out", out, "--classes=100", "--train-per-class=600",
+                          "--test-per-class=100", "--seed=0", "--size=28"]
+    assert stage.outputs == [os.path.join(out, "manifest.json")]
+    fm = demo.parse_args(["--benchmark", "fashion-mnist", "--gt", "mine.json"])
+    assert (fm.config, fm.gt) == (os.path.join(ROOT, "configs", "demo.yaml"), str(tmp_path / "mine.json"))
+    assert demo.data_stages(fm, "PY") == []
