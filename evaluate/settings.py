@@ -18,6 +18,8 @@ from .image_cache import CACHE_DTYPES, CACHE_PLACES
 # Data keys that say where the files are or how fast they load, not what the images are.
 DATA_LOCATION_KEYS = ("image_dir", "fashion_mnist_dir", "layout", "num_workers")
 WEIGHT_FLAGS = {"checkpoint": "--checkpoint", "official": "--official", "fewshot": "--fewshot"}
+ONE_SOURCE = ("give exactly one of --checkpoint (a supernet training checkpoint or state dict), --official (the "
+              "challenge's resnet48.pdparams) and --fewshot (a few-shot split's manifest.json)")
 
 
 def _int(cfg, key, minimum=1, optional=False):
@@ -48,9 +50,7 @@ def weights_source(cfg):
     given = [(kind, get(cfg, f"evaluate.{kind}", None)) for kind in WEIGHT_FLAGS]
     given = [(kind, path) for kind, path in given if path]
     if len(given) != 1:
-        raise KitError("give exactly one of --checkpoint (a supernet training checkpoint or state dict), "
-                       "--official (the challenge's resnet48.pdparams) and --fewshot (a few-shot split's "
-                       "manifest.json)" + (", not several" if given else ""))
+        raise KitError(ONE_SOURCE + (", not several" if given else ""))
     kind, path = given[0]
     if not os.path.isfile(path):
         raise KitError(f"{WEIGHT_FLAGS[kind]} {path} does not exist")
@@ -126,7 +126,7 @@ class EvalSettings:
     def weights(self):
         """(kind, path) of the weights to evaluate; an error naming the flags when none were given."""
         if self.given_weights is None:
-            weights_source({"evaluate": {}})  # raises: give exactly one of ...
+            raise KitError(ONE_SOURCE)
         return self.given_weights
 
     def images(self):
