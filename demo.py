@@ -431,6 +431,8 @@ def main(argv=None):
         for path, what in ((args.config, "--config"), (args.archs, "--archs"), *((r, "--recipe") for r in args.recipe)):
             if not os.path.isfile(path):
                 raise DemoError(f"{what} {path}: no such file")
+        if args.recipe and not os.path.isfile(args.gt):  # before anything trains
+            raise DemoError(f"--recipe rows are scored against the ground truth, and there is none at {args.gt}")
         print_start_line(py, args)
         for stage in data_stages(args, py):
             stages.append(stage)
@@ -447,8 +449,6 @@ def main(argv=None):
                 stages.append(stage)
                 run_stage(stage, os.path.join(args.out, "logs"))
             done.append(name)
-        if args.recipe and not args.gt_present:
-            raise DemoError(f"--recipe rows are scored against the ground truth, and there is none at {args.gt}")
         largest = None
         for recipe in args.recipe:
             if largest is None:

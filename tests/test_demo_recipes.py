@@ -42,6 +42,10 @@ def test_a_recipe_needs_a_ground_truth_and_must_exist(tmp_path, capsys):
     args = ["--out", str(tmp_path / "out"), "--gt", str(tmp_path / "none.json")]
     assert demo.main(args + ["--recipe", str(tmp_path / "nope.yaml")]) == 1
     assert f"--recipe {tmp_path / 'nope.yaml'}: no such file" in capsys.readouterr().err
+    assert demo.main(args + ["--recipe", recipe("fourth_place")]) == 1  # refused before anything trains
+    assert (f"--recipe rows are scored against the ground truth, and there is none at {tmp_path / 'none.json'}"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "out" / "logs").exists()
 
 
 @pytest.mark.slow
