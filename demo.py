@@ -2,7 +2,7 @@
 
     python demo.py [--setup] [--benchmark glyphs | fashion-mnist] [--out runs/demo-BENCHMARK]
                    [--config CONFIG] [--archs configs/demo_archs.json] [--gt GT.json]
-                   [--no-baseline] [--recipe FILE ...] [--metric top1] [key=value ...]
+                   [--no-baseline] [--recipe FILE ...] [--all-codes] [--metric top1] [key=value ...]
 
 Benchmarks (each a config and a ground truth over 40 of the 500 codes of configs/demo_archs.json):
 `glyphs` (default; configs/glyphs.yaml, configs/glyphs_gt.json): 100 CJK characters rendered from
@@ -18,6 +18,7 @@ documented commands, not a private code path:
   data-glyphs python -m supernet.data.glyphs --out DIR (a glyph config whose build is not there yet)
   train-NAME  bash train_supernet.sh CONFIG supernet.output_dir=OUT/supernet-NAME [strategy keys] [key=value ...]
   eval-NAME   python -m evaluate run --config CONFIG --checkpoint .../supernet.pdparams --archs ARCHS --out ...
+              (OUT/eval-NAME; OUT/eval-NAME-gt for a supernet evaluated on the ground-truth codes only)
   make-NAME   python -m submission make --results .../results.json --archs ARCHS --out OUT/submission-NAME.json
   validate-NAME, score-NAME   python -m submission validate|score (score: report JSON and scatter PNG)
 
@@ -25,10 +26,11 @@ NAME is `default` (the config's sampler and loss as written), `recipe-NAME` for 
 (the recipe over CONFIG at CONFIG's epochs, its epoch-based schedules scaled to them; a recipe that
 starts from the official weights or distils from them gets the largest code trained standalone
 with CONFIG, stage train-largest, in their place; evaluated with the recipe's own evaluation
-protocol, on the ground-truth codes only; few-shot phases are not run) and, unless --no-baseline,
+protocol, on the ground-truth codes only unless --all-codes; few-shot phases are not run) and, unless --no-baseline,
 `uniform` (the baseline strategy: one uniformly sampled path per step, no sandwich rule;
 same epochs, so it costs a quarter of the default's steps). The baseline is there for its row
-of the table: it evaluates, submits and scores only the ground-truth codes, and without a
+of the table: it evaluates, submits and scores only the ground-truth codes (every code with
+--all-codes, which makes the tau vs MACs column cover the same codes in every row), and without a
 ground truth it is not run. key=value overrides
 reach training and evaluation. A training or evaluation stage whose outputs exist (and are
 newer than its inputs) is skipped, so rerunning the same command resumes (training itself also
@@ -79,17 +81,24 @@ class DemoError(Exception):
 # --- stages --------------------------------------------------------------------------------
 
 class Stage:
-    def __init__(self, name, argv, outputs=(), inputs=(), always=False, env=None):
+    """A command, its outputs and inputs; CHECK (optional) is called on outputs that exist and are
+    newer than the inputs before they are reused, and raises DemoError if they cannot be."""
+
+    def __init__(self, name, argv, outputs=(), inputs=(), always=False, env=None, check=None):
         self.name, self.argv, self.outputs, self.inputs = name, list(argv), list(outputs), list(inputs)
-        self.always, self.env = always, env or {}
+        self.always, self.env, self.check = always, env or {}, check
         self.status, self.seconds = "pending", 0.0
 
     def up_to_date(self):
-        """Outputs all exist and none is older than an existing input."""
+        """Outputs all exist, none is older than an existing input, and they pass the check."""
         if self.always or not self.outputs or not all(os.path.exists(p) for p in self.outputs):
             return False
         newest_input = max((os.path.getmtime(p) for p in self.inputs if os.path.exists(p)), default=0.0)
-        return min(os.path.getmtime(p) for p in self.outputs) >= newest_input
+        if min(os.path.getmtime(p) for p in self.outputs) < newest_input:
+            return False
+        if self.check:
+            self.check()
+        return True
 
     def command_line(self):
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
@@ -178,14 +187,37 @@ def print_start_line(py, args):
         print("\n".join(loud), file=sys.stderr, flush=True)
 
 
-def variant_stages(name, train_keys, args, py, score_config, archs, config=None, eval_keys=(), inputs=()):
+def results_path(out, name, gt_only):
+    """Where NAME's evaluation results go: OUT/eval-NAME, or OUT/eval-NAME-gt for an evaluation of the
+    ground-truth codes only (a results folder holds one list, so the two never share a folder)."""
+    return os.path.join(out, f"eval-{name}{'-gt' if gt_only else ''}", "results.json")
+
+
+def check_results_list(results, archs):
+    """Refuse to reuse RESULTS (an evaluation's results.json) for ARCHS unless they hold the same ids:
+    a results folder holds one list, and reusing another's would put the wrong codes in the table."""
+    def check():
+        sys.path.insert(0, ROOT)
+        from encoding import read_arch_list
+
+        wanted = {e.id for e in read_arch_list(archs)}
+        held = {r["id"] for r in read_records(results)}
+        if held != wanted:
+            raise DemoError(f"{os.path.dirname(results)} holds results of another code list ({len(held)} codes, "
+                            f"not the {len(wanted)} of {archs}); give another --out or delete that folder")
+    return check
+
+
+def variant_stages(name, train_keys, args, py, score_config, gt_only, config=None, eval_keys=(), inputs=()):
     """Train, evaluate, make, validate (and score) one supernet: CONFIG (default --config) with
-    TRAIN_KEYS for training and EVAL_KEYS for evaluation, both followed by the user's overrides."""
+    TRAIN_KEYS for training and EVAL_KEYS for evaluation, both followed by the user's overrides;
+    evaluated on --archs, or on the ground-truth codes only (GT_ONLY)."""
     out, config = args.out, config or args.config
+    archs = args.gt if gt_only else args.archs
     sn_dir = os.path.join(out, f"supernet-{name}")
     weights = os.path.join(sn_dir, "supernet.pdparams")
-    eval_dir = os.path.join(out, f"eval-{name}")
-    results = os.path.join(eval_dir, "results.json")
+    results = results_path(out, name, gt_only)
+    eval_dir = os.path.dirname(results)
     submission = os.path.join(out, f"submission-{name}.json")
     stages = [
         Stage(f"train-{name}", ["bash", "train_supernet.sh", config, f"supernet.output_dir={sn_dir}",
@@ -193,7 +225,7 @@ def variant_stages(name, train_keys, args, py, score_config, archs, config=None,
               inputs=[config, args.config, *inputs], env={"PYTHON": py}),
         Stage(f"eval-{name}", [py, "-m", "evaluate", "run", "--config", config, "--checkpoint", weights,
                                "--archs", archs, "--out", eval_dir, *eval_keys, *args.overrides],
-              outputs=[results], inputs=[weights, archs]),
+              outputs=[results], inputs=[weights, archs], check=check_results_list(results, archs)),
         Stage(f"make-{name}", [py, "-m", "submission", "make", "--results", results, "--archs", archs,
                                "--out", submission, "--metric", args.metric],
               outputs=[submission], always=True),
@@ -301,16 +333,21 @@ def _row(table):
             "precision_at_10": table["precision_at_k"][key]["value"]}
 
 
-def shared_top1(results_path, ids):
-    """Mean top-1 (%) of these codes with the supernet's shared weights: how well the supernet
-    trained, whatever its ranking (a collapsed supernet scores far below standalone nets)."""
+def read_records(results_path):
+    """The records of an evaluation's results.json (a list, or a dict keyed by id)."""
     with open(results_path, encoding="utf-8") as f:
         results = json.load(f)
-    top1 = [r["top1"] for r in results if r["id"] in ids]
+    return results if isinstance(results, list) else list(results.values())
+
+
+def shared_top1(records, ids):
+    """Mean top-1 (%) of these codes with the supernet's shared weights: how well the supernet
+    trained, whatever its ranking (a collapsed supernet scores far below standalone nets)."""
+    top1 = [r["top1"] for r in records if r["id"] in ids]
     return 100.0 * sum(top1) / len(top1) if top1 else None
 
 
-def tau_vs_macs(results_path, score_config):
+def tau_vs_macs(records, score_config):
     """(Kendall tau-b of the shared-weight top-1 against MACs, codes) over every code the supernet was
     evaluated on: near 1 a supernet that ranks by size, below 0 one that favours small nets."""
     sys.path.insert(0, ROOT)
@@ -318,18 +355,16 @@ def tau_vs_macs(results_path, score_config):
     from submission.baselines import cost_setting_from_config
     from submission.metrics import kendall_tau_b, or_undefined
 
-    with open(results_path, encoding="utf-8") as f:
-        results = json.load(f)
-    records = results if isinstance(results, list) else list(results.values())
     spec, resolution = cost_setting_from_config(score_config)
     _, macs = costs([r["code"] for r in records], spec, resolution=resolution)
     return or_undefined(kendall_tau_b, [r["top1"] for r in records], list(macs))[0], len(records)
 
 
-def demo_table(out, names, gt_path, score_config=None):
+def demo_table(out, names, gt_path, score_config=None, results=None):
     """Rows (label, values) of the demo table: the ground truth against itself and every predictor,
     all from the `submission score` reports (whose MACs and params follow the config they were given),
-    plus each supernet's mean top-1 with shared weights from its evaluation results."""
+    plus each supernet's mean top-1 with shared weights from its evaluation results (RESULTS: name ->
+    results.json, default OUT/eval-NAME/results.json)."""
     with open(gt_path, encoding="utf-8") as f:
         gt_ids = set(json.load(f))
     labels = {"default": "kit default supernet", BASELINE[0]: "uniform-sampling supernet (baseline)"}
@@ -345,9 +380,10 @@ def demo_table(out, names, gt_path, score_config=None):
     for name in names:
         report = reports[name]
         row = _row(report["predictors"]["submission"])
-        results = os.path.join(out, f"eval-{name}", "results.json")
-        row["shared_top1"] = shared_top1(results, gt_ids)
-        row["tau_vs_macs"], row["macs_codes"] = tau_vs_macs(results, score_config)
+        path = (results or {}).get(name) or results_path(out, name, False)
+        records = read_records(path)
+        row["shared_top1"] = shared_top1(records, gt_ids)
+        row["tau_vs_macs"], row["macs_codes"] = tau_vs_macs(records, score_config)
         row["tau_vs_one_seed"] = (report.get("seed_noise") or {}).get("tau_vs_one_seed", {}).get("submission")
         rows.append((labels.get(name, name), row))
     for key, label in (("macs", "MACs only"), ("params", "params only")):
@@ -360,31 +396,33 @@ def _fmt(v):
 
 
 def format_table(rows):
-    head = (f"{'predictor':<42}{'n':>5}{'Kendall tau':>13}{'Pearson':>10}{'P@10%':>8}{'tau/ceiling':>13}"
+    width = max([len("predictor")] + [len(label) for label, _ in rows]) + 2
+    head = (f"{'predictor':<{width}}{'n':>5}{'Kendall tau':>13}{'Pearson':>10}{'P@10%':>8}{'tau/ceiling':>13}"
             f"{'tau 1 seed':>12}{'top-1 %':>9}{'tau vs MACs (codes)':>21}")
     lines = [head, "-" * len(head)]
     ceiling = rows[0][1]["kendall_tau_b"] if rows and rows[0][1] else None
     for label, v in rows:
         if v is None:
-            lines.append(f"{label:<42}  (needs >= 2 codes with two seeds in the ground truth)")
+            lines.append(f"{label:<{width}}  (needs >= 2 codes with two seeds in the ground truth)")
         elif "error" in v:
-            lines.append(f"{label:<42}  undefined: {v['error']}")
+            lines.append(f"{label:<{width}}  undefined: {v['error']}")
         else:
             ratio = v["kendall_tau_b"] / ceiling if ceiling else None
             top1 = f"{v['shared_top1']:.2f}" if v.get("shared_top1") is not None else ""
             one = _fmt(v["tau_vs_one_seed"]) if "tau_vs_one_seed" in v else ""
             macs = f"{_fmt(v['tau_vs_macs'])} ({v['macs_codes']})" if "tau_vs_macs" in v else ""
-            lines.append(f"{label:<42}{v['n']:>5}{_fmt(v['kendall_tau_b']):>13}{_fmt(v['pearson']):>10}"
+            lines.append(f"{label:<{width}}{v['n']:>5}{_fmt(v['kendall_tau_b']):>13}{_fmt(v['pearson']):>10}"
                          f"{_fmt(v['precision_at_10']):>8}{_fmt(ratio):>13}{one:>12}{top1:>9}{macs:>21}")
     return "\n".join(lines)
 
 
 def format_times(stages):
-    head = f"{'stage':<22}{'status':<20}{'wall s':>9}"
+    width = max([len("stage")] + [len(s.name) for s in stages]) + 2
+    head = f"{'stage':<{width}}{'status':<20}{'wall s':>9}"
     lines = [head, "-" * len(head)]
     for s in stages:
-        lines.append(f"{s.name:<22}{s.status:<20}{s.seconds:>9.1f}")
-    lines.append(f"{'total':<42}{sum(s.seconds for s in stages):>9.1f}")
+        lines.append(f"{s.name:<{width}}{s.status:<20}{s.seconds:>9.1f}")
+    lines.append(f"{'total':<{width + 20}}{sum(s.seconds for s in stages):>9.1f}")
     return "\n".join(lines)
 
 
@@ -404,6 +442,9 @@ def parse_args(argv=None):
     p.add_argument("--recipe", action="append", default=[], metavar="FILE",
                    help="also train, evaluate (ground-truth codes) and score a recipe file at the config's size "
                         "(configs/recipes/*.yaml; repeatable)")
+    p.add_argument("--all-codes", action="store_true",
+                   help="evaluate the baseline and the recipes on every code of --archs, as the default supernet "
+                        "is (default: the ground-truth codes only, enough for their rows)")
     p.add_argument("--metric", default="top1", help="evaluator field submitted as acc (top1 | top5 | neg_loss)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides for training and evaluation")
     args = p.parse_args(argv)
@@ -422,7 +463,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     py = sys.executable
-    stages, done = [], []
+    stages, done, results = [], [], {}
     try:
         if args.setup:
             for stage in setup_stages(py):
@@ -444,8 +485,9 @@ def main(argv=None):
         names = ["default"] + ([] if args.no_baseline or not args.gt_present else [BASELINE[0]])
         keys = {"default": [], BASELINE[0]: BASELINE[1]}
         for name in names:
-            archs = args.gt if name == BASELINE[0] else args.archs
-            for stage in variant_stages(name, keys[name], args, py, score_config, archs):
+            gt_only = name == BASELINE[0] and not args.all_codes
+            results[name] = results_path(args.out, name, gt_only)
+            for stage in variant_stages(name, keys[name], args, py, score_config, gt_only):
                 stages.append(stage)
                 run_stage(stage, os.path.join(args.out, "logs"))
             done.append(name)
@@ -458,7 +500,8 @@ def main(argv=None):
                 stages.append(largest[0])
                 run_stage(largest[0], os.path.join(args.out, "logs"))
             name = f"recipe-{recipe_name(recipe)}"
-            for stage in variant_stages(name, keys, args, py, score_config, args.gt, config=recipe,
+            results[name] = results_path(args.out, name, not args.all_codes)
+            for stage in variant_stages(name, keys, args, py, score_config, not args.all_codes, config=recipe,
                                         eval_keys=[f"base={args.config}"], inputs=[recipe]):
                 stages.append(stage)
                 run_stage(stage, os.path.join(args.out, "logs"))
@@ -474,7 +517,7 @@ def main(argv=None):
               "total_seconds": sum(s.seconds for s in stages), "gt": args.gt if args.gt_present else None,
               "config": args.config, "archs": args.archs, "overrides": args.overrides, "table": None}
     if args.gt_present:
-        rows = demo_table(args.out, done, args.gt, score_config)
+        rows = demo_table(args.out, done, args.gt, score_config, results)
         report["table"] = [{"predictor": label, **(v or {})} for label, v in rows]
         print(f"\nranking vs ground truth {args.gt} "
               "(mean accuracy over seeds; ceiling: the ground truth against itself;\n"

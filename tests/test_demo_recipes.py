@@ -55,7 +55,7 @@ def test_demo_runs_recipes_after_the_default(tmp_path):
     out = tmp_path / "out"
     proc = run_demo(["--out", str(out), "--config", str(config), "--archs", str(archs), "--gt", str(gt_path),
                      "--metric", "neg_loss", "--no-baseline", "--recipe", recipe("third_place"),
-                     "--recipe", recipe("fourth_place")], tmp_path)
+                     "--recipe", recipe("fourth_place"), "--all-codes"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     with open(out / "demo_report.json", encoding="utf-8") as f:
         report = json.load(f)
@@ -75,14 +75,17 @@ def test_demo_runs_recipes_after_the_default(tmp_path):
     # sandwich + 2 random paths per step (the recipe), 5 steps of 64 images
     assert [len(c) for c in step_codes(out / "supernet-recipe-third_place")] == [4] * 5
 
-    # each recipe evaluated the ground-truth codes with its own protocol
+    # each recipe evaluated every code (--all-codes) with its own protocol
     for name, mode in (("third_place", "none"), ("fourth_place", "recalibrate")):
         with open(out / f"eval-recipe-{name}" / "manifest.json", encoding="utf-8") as f:
             assert json.load(f)["settings"]["calibration"]["mode"] == mode
         with open(out / f"eval-recipe-{name}" / "results.json", encoding="utf-8") as f:
             results = json.load(f)
         records = results if isinstance(results, list) else list(results.values())
-        assert sorted(r["id"] for r in records) == sorted(gt)
+        assert sorted(r["id"] for r in records) == sorted(e.id for e in entries) and len(entries) > len(gt)
+    assert not (out / "eval-recipe-third_place-gt").exists()
     table = {row["predictor"]: row for row in report["table"]}
+    # scored on the ground-truth codes, tau vs MACs over every code
     assert table["recipe third_place"]["n"] == table["recipe fourth_place"]["n"] == 3
+    assert table["recipe third_place"]["macs_codes"] == table["recipe fourth_place"]["macs_codes"] == len(entries)
     assert "recipe third_place" in proc.stdout

@@ -80,6 +80,40 @@ def test_missing_inputs_and_bad_overrides_are_named(tmp_path, capsys):
     assert "overrides must be key=value" in capsys.readouterr().err
 
 
+def test_reused_results_must_hold_the_stages_code_list(tmp_path):
+    """An evaluation's outputs are reused only for the list they were computed on: results of
+    another --archs in the same --out are refused by name, not put in the table."""
+    demo = load_demo()
+    entries = read_arch_list(ARCHS)[:3]
+    archs, results = tmp_path / "archs.json", tmp_path / "eval-x" / "results.json"
+    write_arch_list(str(archs), entries)
+    results.parent.mkdir()
+
+    def stage(held):
+        results.write_text(json.dumps([{"id": e.id, "code": e.code, "top1": 0.5} for e in held]))
+        os.utime(results, (os.path.getmtime(archs) + 10,) * 2)  # newer than its input
+        return demo.Stage("eval-x", ["true"], outputs=[str(results)], inputs=[str(archs)],
+                          check=demo.check_results_list(str(results), str(archs)))
+
+    with pytest.raises(demo.DemoError, match=r"eval-x holds results of another code list \(2 codes, not the 3 of"):
+        stage(entries[:2]).up_to_date()
+    assert stage(entries).up_to_date()
+    os.utime(results, (os.path.getmtime(archs) - 10,) * 2)  # older than its input: rerun, nothing checked
+    assert not demo.Stage("eval-x", ["true"], outputs=[str(results)], inputs=[str(archs)],
+                          check=demo.check_results_list(str(results), str(tmp_path / "none"))).up_to_date()
+
+
+def test_tables_line_up_whatever_the_labels():
+    demo = load_demo()
+    values = {"n": 40, "kendall_tau_b": 0.6, "pearson": 0.8, "precision_at_10": 0.5, "tau_vs_one_seed": 0.5}
+    rows = [("ground truth 5-seed mean vs 5-seed mean (ceiling; mean of 126 splits)", values),
+            ("recipe x", {**values, "shared_top1": 81.0, "tau_vs_macs": 0.7, "macs_codes": 500})]
+    lines = demo.format_table(rows).splitlines()
+    assert len({len(line) for line in lines}) == 1 and lines[3].index("81.00") > lines[2].index("0.500")
+    lines = demo.format_times([demo.Stage("validate-recipe-fourth_place", ["true"]), demo.Stage("a", ["true"])])
+    assert len({len(line) for line in lines.splitlines()}) == 1
+
+
 def run_demo(args, cwd):
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     return subprocess.run([sys.executable, DEMO, *args], cwd=cwd, env=env, capture_output=True, text=True,
@@ -107,6 +141,10 @@ def tiny_inputs(tmp_path, extra=""):
     return config, archs, gt_path, entries
 
 
+# the baseline evaluates the ground-truth codes only, in a folder of its own (a results folder holds one list)
+EVAL_DIRS = {"default": "eval-default", "uniform": "eval-uniform-gt"}
+
+
 @pytest.mark.slow
 def test_demo_end_to_end_then_resume(tmp_path):
     config, archs, gt_path, entries = tiny_inputs(tmp_path)
@@ -125,7 +163,7 @@ def test_demo_end_to_end_then_resume(tmp_path):
     shared = {}
     for name in ("default", "uniform"):
         assert os.path.getsize(out / f"supernet-{name}" / "supernet.pdparams") > 0
-        with open(out / f"eval-{name}" / "results.json", encoding="utf-8") as f:
+        with open(out / EVAL_DIRS[name] / "results.json", encoding="utf-8") as f:
             results = json.load(f)
         records = results if isinstance(results, list) else list(results.values())
         # the baseline only needs its table row: it evaluates the ground-truth codes alone
@@ -172,7 +210,7 @@ def test_demo_end_to_end_then_resume(tmp_path):
     # by a second route: scipy on the results files and the cost model
     for name, label, n in (("default", "kit default supernet", 5),
                            ("uniform", "uniform-sampling supernet (baseline)", 3)):
-        with open(out / f"eval-{name}" / "results.json", encoding="utf-8") as f:
+        with open(out / EVAL_DIRS[name] / "results.json", encoding="utf-8") as f:
             results = json.load(f)
         records = results if isinstance(results, list) else list(results.values())
         _, all_macs = costs([r["code"] for r in records], net_spec(resolve(str(config))), resolution=16)
