@@ -2,7 +2,7 @@
 on its own group's codes, and every code routed to its group's copy at evaluation.
 
 A group is a name and, per stage, the range of depths its codes have (2nd place: 5 groups by the
-depths of stages 3 and 4; 4th place: 2-7 groups). Groups are tried in order and a code belongs
+depths of stages 3 and 4). Groups are tried in order and a code belongs
 to the first that contains it, so a last catch-all group may follow narrower ones.
 
     python -m supernet.fewshot split --config C --checkpoint SUPERNET.pdparams --out DIR

@@ -111,9 +111,10 @@ class PoolTopSampler(UniformSampler):
 
 
 class ListSampler:
-    """Uniform over the codes of an architecture list (e.g. the challenge's 45,000)."""
+    """Uniform over the codes of an architecture list (e.g. the challenge's 45,000); with
+    `depth_ranges` (a few-shot group), over the list's codes whose stage depths lie within them."""
 
-    def __init__(self, path, space="documented", spec: NetSpec = DEFAULT_SPEC, resolution=None):
+    def __init__(self, path, space="documented", spec: NetSpec = DEFAULT_SPEC, resolution=None, depth_ranges=None):
         space = get_space(space)
         entries = read_arch_list(path)
         if not entries:
@@ -124,6 +125,13 @@ class ListSampler:
                 archs.append(space.validate(e.code))
             except KitError as err:
                 raise ArchListError(f"{path}: entry {e.id!r} is not in space {space.name!r}: {err}") from None
+        if depth_ranges is not None:
+            group = restricted_space(space, depth_ranges)
+            archs = [a for a in archs if all(lo <= d <= hi for d, (lo, hi) in zip(a.depths, group.depth_ranges))]
+            if not archs:
+                raise ArchListError(f"{path}: no code has its stage depths within supernet.sampler.depth_ranges "
+                                    f"{[list(r) for r in group.depth_ranges]}")
+            space = group
         self.archs = list(dict.fromkeys(archs))  # duplicates would skew "uniform"
         self.space = space
         _, macs = costs(self.archs, spec, resolution)
@@ -230,9 +238,7 @@ def build_schedule(section, seed, spec: NetSpec = DEFAULT_SPEC, resolution=None)
         get_space(space)
     except ValueError as e:
         raise KitError(f"supernet.sampler.space: {e}") from None
-    if section.get("depth_ranges") is not None:  # a few-shot group's codes only
-        if strategy == "list":
-            raise KitError("supernet.sampler.depth_ranges restricts a space; strategy 'list' samples a list")
+    if section.get("depth_ranges") is not None and strategy != "list":  # a few-shot group's codes only
         space = restricted_space(space, section["depth_ranges"])
     progressive = section.get("progressive")
     if progressive:
@@ -251,6 +257,6 @@ def build_schedule(section, seed, spec: NetSpec = DEFAULT_SPEC, resolution=None)
         path = section.get("arch_list")
         if not path:
             raise KitError("sampler strategy 'list' needs supernet.sampler.arch_list (a challenge-format JSON)")
-        sampler = ListSampler(path, space, spec, resolution)
+        sampler = ListSampler(path, space, spec, resolution, section.get("depth_ranges"))
     return PathSchedule(sampler, section.get("num_random", 2), sandwich=section.get("sandwich", True), seed=seed,
                         extra_random_every=section.get("extra_random_every", 0))

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from test_evaluate_cli import cli, reference, setup, without_seconds  # noqa: F401 (fixtures)
 
-from encoding import RELEASED, KitError, read_arch_list
+from encoding import RELEASED, ArchEntry, KitError, read_arch_list, write_arch_list
 from supernet.fewshot import main as fewshot_main
 from supernet.fewshot import parse_groups, read_manifest, route, split
 from supernet.samplers import build_schedule, restricted_space
@@ -51,6 +51,27 @@ def test_a_groups_sampler_draws_only_its_codes():
     assert {p.arch for p in paths if p.kind == "min"} == {restricted_space("released", deep.depth_ranges).min_arch()}
     with pytest.raises(KitError, match="depth_ranges must be 4 \\[lo, hi\\] pairs"):
         build_schedule({"depth_ranges": [[2, 5]]}, seed=0)
+
+
+def test_a_groups_list_sampler_draws_the_lists_codes_of_that_group(tmp_path):
+    """2nd place fine-tunes each few-shot supernet on the released list's codes: strategy 'list' with a
+    group's depth_ranges samples the list's codes whose depths lie in the group, sandwich included."""
+    shallow, deep = parse_groups(TWO)
+    archs = RELEASED.sample_many(60, seed=5)
+    listed = tmp_path / "list.json"
+    write_arch_list(str(listed), [ArchEntry(f"arch{i}", a.code()) for i, a in enumerate(archs)])
+    in_group = {a.code() for a in archs if deep.contains(a)}
+    assert 0 < len(in_group) < len(archs)
+    section = {"strategy": "list", "arch_list": str(listed), "num_random": 4,
+               "depth_ranges": [list(r) for r in deep.depth_ranges]}
+    paths = [p for step in range(25) for p in build_schedule(section, seed=2).paths(0, step)]
+    assert {p.arch.code() for p in paths} <= in_group
+    assert len({p.arch.code() for p in paths if p.kind == "random"}) > len(in_group) // 2  # the group's codes, not one
+    # a group none of the list's codes is in is refused by name
+    write_arch_list(str(listed), [ArchEntry(f"arch{i}", a.code()) for i, a in enumerate(archs) if shallow.contains(a)])
+    with pytest.raises(KitError, match=r"no code has its stage depths within supernet.sampler.depth_ranges "
+                                       r"\[\[2, 5\], \[2, 5\], \[6, 8\], \[2, 5\]\]"):
+        build_schedule(section, seed=0)
 
 
 def test_split_command_writes_the_manifest_copies_and_commands(tmp_path, capsys):
