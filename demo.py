@@ -201,7 +201,10 @@ def check_results_list(results, archs):
         from encoding import read_arch_list
 
         wanted = {e.id for e in read_arch_list(archs)}
-        held = {r["id"] for r in read_records(results)}
+        try:
+            held = {r["id"] for r in read_records(results)}
+        except (ValueError, KeyError, TypeError) as e:
+            raise DemoError(f"{results} is not an evaluation's results ({e!r}); delete its folder to rerun it") from None
         if held != wanted:
             raise DemoError(f"{os.path.dirname(results)} holds results of another code list ({len(held)} codes, "
                             f"not the {len(wanted)} of {archs}); give another --out or delete that folder")

@@ -98,6 +98,10 @@ def test_reused_results_must_hold_the_stages_code_list(tmp_path):
     with pytest.raises(demo.DemoError, match=r"eval-x holds results of another code list \(2 codes, not the 3 of"):
         stage(entries[:2]).up_to_date()
     assert stage(entries).up_to_date()
+    results.write_text("{not json")
+    with pytest.raises(demo.DemoError, match=r"results.json is not an evaluation's results"):
+        demo.Stage("eval-x", ["true"], outputs=[str(results)], check=demo.check_results_list(str(results), str(archs))
+                   ).up_to_date()
     os.utime(results, (os.path.getmtime(archs) - 10,) * 2)  # older than its input: rerun, nothing checked
     assert not demo.Stage("eval-x", ["true"], outputs=[str(results)], inputs=[str(archs)],
                           check=demo.check_results_list(str(results), str(tmp_path / "none"))).up_to_date()
