@@ -313,7 +313,8 @@ def alive(pid):
 @pytest.mark.slow
 def test_the_launchers_workers_stop_with_the_script(tmp_path, images):
     out = tmp_path / "run"
-    proc = script(tiny_overrides(images, str(out), "supernet.epochs=100"), tmp_path, start_new_session=True)
+    # 4 steps per epoch of a 16 px net: 100 epochs could end (exit 0) before the signal on a slow poll
+    proc = script(tiny_overrides(images, str(out), "supernet.epochs=100000"), tmp_path, start_new_session=True)
     worker = None
     try:
         deadline = time.monotonic() + 120
