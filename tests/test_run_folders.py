@@ -313,8 +313,10 @@ def alive(pid):
 @pytest.mark.slow
 def test_the_launchers_workers_stop_with_the_script(tmp_path, images):
     out = tmp_path / "run"
-    # 4 steps per epoch of a 16 px net: 100 epochs could end (exit 0) before the signal on a slow poll
-    proc = script(tiny_overrides(images, str(out), "supernet.epochs=100000"), tmp_path, start_new_session=True)
+    # 4 steps per epoch of a 16 px net: a run that cannot end before the signal. SIGHUP as a terminal
+    # delivers it: under `nohup pytest` it would be ignored from the start, and bash cannot trap it then.
+    proc = script(tiny_overrides(images, str(out), "supernet.epochs=100000"), tmp_path, start_new_session=True,
+                  preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     worker = None
     try:
         deadline = time.monotonic() + 120
