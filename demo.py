@@ -204,7 +204,8 @@ def check_results_list(results, archs):
         try:
             held = {r["id"] for r in read_records(results)}
         except (ValueError, KeyError, TypeError) as e:
-            raise DemoError(f"{results} is not an evaluation's results ({e!r}); delete its folder to rerun it") from None
+            raise DemoError(f"{results} is not an evaluation's results ({e!r}); "
+                            "delete its folder to rerun it") from None
         if held != wanted:
             raise DemoError(f"{os.path.dirname(results)} holds results of another code list ({len(held)} codes, "
                             f"not the {len(wanted)} of {archs}); give another --out or delete that folder")
@@ -363,11 +364,11 @@ def tau_vs_macs(records, score_config):
     return or_undefined(kendall_tau_b, [r["top1"] for r in records], list(macs))[0], len(records)
 
 
-def demo_table(out, names, gt_path, score_config=None, results=None):
+def demo_table(out, names, gt_path, score_config, results):
     """Rows (label, values) of the demo table: the ground truth against itself and every predictor,
     all from the `submission score` reports (whose MACs and params follow the config they were given),
     plus each supernet's mean top-1 with shared weights from its evaluation results (RESULTS: name ->
-    results.json, default OUT/eval-NAME/results.json)."""
+    results.json)."""
     with open(gt_path, encoding="utf-8") as f:
         gt_ids = set(json.load(f))
     labels = {"default": "kit default supernet", BASELINE[0]: "uniform-sampling supernet (baseline)"}
@@ -383,8 +384,7 @@ def demo_table(out, names, gt_path, score_config=None, results=None):
     for name in names:
         report = reports[name]
         row = _row(report["predictors"]["submission"])
-        path = (results or {}).get(name) or results_path(out, name, False)
-        records = read_records(path)
+        records = read_records(results[name])
         row["shared_top1"] = shared_top1(records, gt_ids)
         row["tau_vs_macs"], row["macs_codes"] = tau_vs_macs(records, score_config)
         row["tau_vs_one_seed"] = (report.get("seed_noise") or {}).get("tau_vs_one_seed", {}).get("submission")

@@ -11,8 +11,6 @@ import paddle.nn.functional as F
 
 from encoding import KitError
 
-from .settings import RANK_SCHEDULES, rank_loss_weight  # noqa: F401 (the weight schedule lives with the setting)
-
 
 def smoothed_cross_entropy(logits, labels, smoothing=0.0):
     """Mean over the batch of -((1 - e) log p_y + e * mean_k log p_k) (uniform label smoothing)."""
@@ -60,7 +58,3 @@ def pairwise_rank_loss(losses, costs, margin=0.0):
     if not terms:
         return paddle.zeros([], dtype="float32")
     return paddle.stack([t.reshape([]) for t in terms]).mean()
-
-
-
-

@@ -127,7 +127,7 @@ class ListSampler:
                 raise ArchListError(f"{path}: entry {e.id!r} is not in space {space.name!r}: {err}") from None
         if depth_ranges is not None:
             group = restricted_space(space, depth_ranges)
-            archs = [a for a in archs if all(lo <= d <= hi for d, (lo, hi) in zip(a.depths, group.depth_ranges))]
+            archs = [a for a in archs if group.contains(a)]  # valid in the space: only the depths can differ
             if not archs:
                 raise ArchListError(f"{path}: no code has its stage depths within supernet.sampler.depth_ranges "
                                     f"{[list(r) for r in group.depth_ranges]}")

@@ -32,7 +32,7 @@ from infra.jsonl import JsonLines
 
 from . import config as C
 from .loop import Loop, Position, TrainingDiverged, check_finite
-from .settings import SupernetSettings
+from .settings import SupernetSettings, rank_loss_weight
 
 PATH_KINDS = ("max", "min", "random")
 CKPT_PATTERN = "step_*.pdckpt"
@@ -230,7 +230,7 @@ class Trainer:
 
     def train_step(self, x, y, paths, global_step):
         """Forward/backward every path, reduce, check, step. Returns per-path losses (floats)."""
-        from .losses import distillation_loss, pairwise_rank_loss, rank_loss_weight, smoothed_cross_entropy
+        from .losses import distillation_loss, pairwise_rank_loss, smoothed_cross_entropy
 
         paddle = self.paddle
         r = self.rank_loss

@@ -5,7 +5,8 @@ import paddle
 import pytest
 
 from encoding import KitError
-from supernet.losses import pairwise_rank_loss, rank_loss_weight
+from supernet.losses import pairwise_rank_loss
+from supernet.settings import rank_loss_weight
 
 
 def test_rank_loss_by_hand():

@@ -32,7 +32,7 @@ def test_recipe_at_imagenet_scale_and_laid_over_the_demo(name):
 
 
 def test_third_place_ramps_its_rank_loss_as_min_2_epoch_over_10():
-    from supernet.losses import rank_loss_weight
+    from supernet.settings import rank_loss_weight
 
     r = get(resolve(os.path.join(RECIPES, "third_place.yaml")), "supernet.loss.rank")
     weights = [rank_loss_weight(e, r["weight"], r["schedule"], r["ramp_epochs"], r["max_weight"]) for e in range(70)]
