@@ -15,7 +15,7 @@ documented commands, not a private code path:
 
   setup       (--setup) the Debian packages of requirements-apt.txt (bash install.sh --apt-only);
               pip install -r requirements.txt
-  data-glyphs python -m supernet.data.glyphs --out DIR (a glyph config whose build is not there yet)
+  data-glyphs python -m imagedata.glyphs --out DIR (a glyph config whose build is not there yet)
   train-NAME  bash train_supernet.sh CONFIG supernet.output_dir=OUT/supernet-NAME [strategy keys] [key=value ...]
   eval-NAME   python -m evaluate run --config CONFIG --checkpoint .../supernet.pdparams --archs ARCHS --out ...
               (OUT/eval-NAME; OUT/eval-NAME-gt for a supernet evaluated on the ground-truth codes only)
@@ -143,10 +143,10 @@ def setup_stages(py):
 
 
 START_LINE = """import sys
-from supernet import cpu_speed
+from runtime import cpu_speed
 cpu_speed.default_threads()
-from supernet import runtime
-from supernet.config import get, resolve
+import runtime.device as runtime
+from infra.config import get, resolve
 cfg = resolve(sys.argv[1], overrides=sys.argv[2:])
 device = runtime.select_device(cfg.get("device", "auto"))
 print(runtime.start_line("demo.py", device, 1, {"supernet": get(cfg, "supernet.amp", None),
@@ -159,7 +159,7 @@ def data_stages(args, py):
     data.glyphs.dir unless a build is there (a build of other settings is refused by the loader,
     naming the difference and this command)."""
     sys.path.insert(0, ROOT)
-    from supernet.config import get, resolve
+    from infra.config import get, resolve
 
     cfg = resolve(args.config, overrides=args.overrides)
     if get(cfg, "data.name", None) != "glyphs":
@@ -168,7 +168,7 @@ def data_stages(args, py):
     out = out if os.path.isabs(out) else os.path.join(ROOT, out)
     params = [f"--{k.replace('_', '-')}={get(cfg, f'data.glyphs.{k}')}"
               for k in ("classes", "train_per_class", "test_per_class", "seed", "size")]
-    return [Stage("data-glyphs", [py, "-m", "supernet.data.glyphs", "--out", out, *params],
+    return [Stage("data-glyphs", [py, "-m", "imagedata.glyphs", "--out", out, *params],
                   outputs=[os.path.join(out, "manifest.json")])]
 
 
@@ -261,7 +261,7 @@ def recipe_keys(recipe, config, largest):
     sys.path.insert(0, ROOT)
     import yaml
 
-    from supernet.config import get, resolve
+    from infra.config import get, resolve
 
     epochs = int(get(resolve(config), "supernet.epochs"))
     cfg = resolve(recipe, overrides=[f"base={config}"])
@@ -306,7 +306,7 @@ def score_config_path(args):
     itself, or, when key=value overrides change them, CONFIG with those resolved into OUT/model.yaml
     (`submission score` reads config files, not overrides)."""
     sys.path.insert(0, ROOT)
-    from supernet.config import dump, resolve
+    from infra.config import dump, resolve
 
     wanted = [o for o in args.overrides if o.startswith(("model.", "data.resolution="))]
     if not wanted:

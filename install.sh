@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up this checkout on a Debian/Ubuntu machine: the Debian packages of requirements-apt.txt
-# (through sudo unless root; apt-get runs only when one is missing), then .venv with requirements.txt.
+# (through sudo unless root; apt-get runs only when one is missing), then .venv with requirements.txt
+# and the optional export extras of requirements-export.txt (paddle2onnx, onnxruntime; CI tests them).
 #   bash install.sh                      # then .venv/bin/python ... as in the README
 #   bash install.sh --apt-only           # only the Debian packages (demo.py --setup)
 #   PYTHON=python3.11 bash install.sh    # another interpreter for the virtual environment
@@ -26,4 +27,4 @@ fi
 
 [[ "${1:-}" == --apt-only ]] && exit 0
 "${PYTHON:-python3}" -m venv .venv
-.venv/bin/pip install -q -r requirements.txt
+.venv/bin/pip install -q -r requirements.txt -r requirements-export.txt

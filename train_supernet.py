@@ -13,9 +13,9 @@ import argparse
 import os
 import sys
 
+from infra import config as C
 from infra.errors import KitError, error_message
-from supernet import config as C
-from supernet import cpu_speed
+from runtime import cpu_speed
 from supernet.loop import TrainingDiverged
 from supernet.settings import SupernetSettings
 from supernet.train import Trainer

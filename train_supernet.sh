@@ -76,7 +76,7 @@ fi
 # the cores among the workers instead, by the entry points' own rule (an explicit value wins).
 if [[ -z "${OMP_NUM_THREADS:-}" && -n "${procs}" ]]; then
     OMP_NUM_THREADS="$(PADDLE_LOCAL_SIZE="${procs}" "${PY}" -c \
-        'from supernet.cpu_speed import default_threads; print(default_threads())')"
+        'from runtime.cpu_speed import default_threads; print(default_threads())')"
     export OMP_NUM_THREADS
 fi
 log_dir="${OUTPUT_DIR}/launch_logs"

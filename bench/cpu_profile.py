@@ -49,7 +49,7 @@ def op_totals(summary_text):
 
 
 def main(argv=None):
-    from supernet.config import default_config
+    from infra.config import default_config
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="plain", choices=[v for v in PADDLE_VARIANTS if v != "jit"])
@@ -67,7 +67,8 @@ def main(argv=None):
     import paddle.nn.functional as F
     import paddle.profiler as profiler
 
-    from supernet.config import net_spec, resolve
+    from encoding import net_spec
+    from infra.config import resolve
     from supernet.model import ResNet48Supernet
     from supernet.static import build_static
 

@@ -14,7 +14,7 @@ weight slices), the same two in evaluation (no_grad). PyTorch runs a small re-im
 of the same static nets from encoding.widths (PyTorch is a benchmark-only dependency:
 `pip install torch==2.13.0`; without it the torch column is empty).
 
-Paddle variants, each a setting of the kit's `cpu:` config section (supernet/cpu_speed.py):
+Paddle variants, each a setting of the kit's `cpu:` config section (runtime/cpu_speed.py):
 plain (as shipped), mkl (mkl_avx2_on_amd: MKL_DEBUG_CPU_TYPE=5 where it applies), mem (mkl +
 keep_freed_memory: no page faults on re-allocated buffers), fast (mem + conv=onednn), and with
 --jit also jit (mem + paddle.jit.to_static of the static net's forward; supernet cases skipped).
@@ -47,7 +47,7 @@ PADDLE_VARIANTS = {  # name: (the kit's `cpu:` config section, paddle.jit.to_sta
 
 def add_model_options(parser, repeats_help):
     """The options every model-timing bench shares (this one, step_overhead, cpu_profile's subset)."""
-    from supernet.config import default_config
+    from infra.config import default_config
 
     parser.add_argument("--config", default=default_config("demo"), help="config whose model section to use")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -59,7 +59,7 @@ def add_model_options(parser, repeats_help):
 
 def apply_variant(name):
     """Configure this process as variant `name` (before any MKL call); returns what is in force."""
-    from supernet import cpu_speed
+    from runtime import cpu_speed
 
     section, _ = PADDLE_VARIANTS[name]
     if section["mkl_avx2_on_amd"] == "off":
@@ -203,7 +203,8 @@ class TorchWorker:
 
 def worker_main(args):
     """Line protocol on stdin/stdout: 'run CASE' -> '@@ {"ms": ...}'; replies are the only '@@' lines."""
-    from supernet.config import net_spec, resolve
+    from encoding import net_spec
+    from infra.config import resolve
 
     spec = net_spec(resolve(args.config, overrides=args.overrides))
 

@@ -28,17 +28,17 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 import paddle.nn.functional as F  # noqa: E402
 
-from encoding import RELEASED  # noqa: E402
-from evaluate.calibration import autocast  # noqa: E402
-from evaluate.evaluator import SubnetEvaluator, amp_dtype  # noqa: E402
+from encoding import RELEASED, net_spec  # noqa: E402
+from evaluate.evaluator import amp_dtype  # noqa: E402
 from evaluate.image_cache import calibration_indices  # noqa: E402
-from evaluate.inputs import build_calibration_batches, build_eval_set, eval_indices, load_supernet  # noqa: E402
-from evaluate.settings import EvalSettings  # noqa: E402
+from evaluate.oracle import Oracle, eval_indices  # noqa: E402
+from evaluate.settings import EvalSettings, apply_protocol  # noqa: E402
+from imagedata import DataSettings, build_dataset, build_loader  # noqa: E402
+from infra.config import default_config, get, resolve  # noqa: E402
+from runtime.amp import autocast  # noqa: E402
+from runtime.device import setup_device  # noqa: E402
 from submission.metrics import kendall_tau_b  # noqa: E402
 from supernet import ResNet48Supernet  # noqa: E402
-from supernet.config import default_config, get, net_spec, resolve  # noqa: E402
-from supernet.data import build_dataset, build_loader  # noqa: E402
-from supernet.runtime import setup_device  # noqa: E402
 
 GOAL_RATIO, GOAL_TAU = 10.0, 0.98
 
@@ -53,7 +53,8 @@ def train_quickly(cfg, steps, batch_size, seed):
     paddle.seed(seed)
     model = ResNet48Supernet(net_spec(cfg))
     model.train()
-    loader = build_loader(build_dataset(cfg, "train", augment=True), batch_size, shuffle=True, drop_last=True,
+    dataset = build_dataset(DataSettings.from_config(cfg), "train", augment=True)
+    loader = build_loader(dataset, batch_size, shuffle=True, drop_last=True,
                           num_workers=int(get(cfg, "data.num_workers", 0) or 0), seed=seed, num_replicas=1, rank=0)
     sched = paddle.optimizer.lr.CosineAnnealingDecay(0.1, T_max=max(1, steps))
     opt = paddle.optimizer.Momentum(sched, momentum=0.9, parameters=model.parameters(), weight_decay=1e-4)
@@ -113,9 +114,9 @@ def naive_evaluate(model, loader, amp, normalize=None):
 def naive_datasets(cfg, images, calib_batches, calib_batch_size):
     """(calibration images of the training split, evaluation subset of the val split) as decoding
     datasets: the images the kit caches, for the naive loop to decode again per subnet."""
-    val = build_dataset(cfg, "val", augment=False)
+    val = build_dataset(DataSettings.from_config(cfg), "val", augment=False)
     val = val.subset(eval_indices(val.labels, images, get(cfg, "evaluate.subset_seed")))
-    train = build_dataset(cfg, "train", augment=False)
+    train = build_dataset(DataSettings.from_config(cfg), "train", augment=False)
     seed = int(get(cfg, "evaluate.calibration.seed"))
     train = train.subset(calibration_indices(len(train), calib_batches, calib_batch_size, seed).reshape(-1))
     return train, val
@@ -152,10 +153,10 @@ def main(argv=None):
     parser.add_argument("overrides", nargs="*", help="config key=value")
     args = parser.parse_args(argv)
 
-    cfg = resolve(args.config, overrides=list(args.overrides) + [
+    cfg = apply_protocol(resolve(args.config, overrides=list(args.overrides) + [
         f"evaluate.subset={args.images}", f"evaluate.batch_size={args.batch_size}",
         "evaluate.calibration.mode=recalibrate", f"evaluate.calibration.batches={args.calib_batches}",
-        f"evaluate.calibration.batch_size={args.calib_batch_size}", "evaluate.calibration.augment=false"])
+        f"evaluate.calibration.batch_size={args.calib_batch_size}", "evaluate.calibration.augment=false"]))
     device = setup_device(cfg)
     amp = amp_dtype(get(cfg, "evaluate.amp"), device)
     workers = int(get(cfg, "data.num_workers", 0) or 0) if args.naive_workers is None else args.naive_workers
@@ -164,7 +165,7 @@ def main(argv=None):
           f"batch {args.batch_size}, amp {amp or 'none'}, naive DataLoader workers {workers}")
     if args.checkpoint:
         cfg["evaluate"]["checkpoint"] = args.checkpoint
-        model = load_supernet(cfg, EvalSettings.from_config(cfg))
+        model = EvalSettings.from_config(cfg).source().load(net_spec(cfg))
         print(f"weights: {args.checkpoint}")
     else:
         print(f"weights: training a supernet for {args.train_steps} steps of batch {args.train_batch}")
@@ -177,10 +178,7 @@ def main(argv=None):
     # --- setup: the kit caches images once; the naive loop builds its datasets once ----
     sync(device)
     t0 = time.perf_counter()
-    settings = EvalSettings.from_config(cfg)
-    eval_set = build_eval_set(cfg, settings, device.startswith("gpu"))
-    calib = build_calibration_batches(cfg, settings)
-    evaluator = SubnetEvaluator(model, eval_set, args.batch_size, "recalibrate", calib, amp)
+    oracle = Oracle(cfg, EvalSettings.from_config(cfg), device, model=model)  # what `evaluate run` scores with
     sync(device)
     kit_setup = time.perf_counter() - t0
     train, val = naive_datasets(cfg, args.images, args.calib_batches, args.calib_batch_size)
@@ -194,7 +192,7 @@ def main(argv=None):
             sync(device)
             t0 = time.perf_counter()
             if route == "kit":
-                kit.append(evaluator.evaluate(code))
+                kit.append(oracle.score_one(code))
                 sync(device)
                 kit_seconds += time.perf_counter() - t0
             else:
@@ -219,8 +217,9 @@ def main(argv=None):
     print(f"kit:   {kit_rate:8.1f} subnets/min including {kit_setup:.1f} s setup "
           f"({kit_steady:.1f} subnets/min after setup)")
     print(f"naive: {naive_rate:8.1f} subnets/min ({export_seconds / n:.3f} s/subnet exporting the model)")
-    print(f"kit per subnet: {evaluator.calibration_seconds / n:.3f} s calibration + "
-          f"{evaluator.eval_seconds / n:.3f} s evaluation; naive per subnet: {naive_seconds / n:.3f} s")
+    calibration_seconds, eval_seconds = oracle.seconds()
+    print(f"kit per subnet: {calibration_seconds / n:.3f} s calibration + "
+          f"{eval_seconds / n:.3f} s evaluation; naive per subnet: {naive_seconds / n:.3f} s")
     ratio = kit_rate / naive_rate
     print(f"ratio: {ratio:.2f}x including setup, {kit_steady / naive_rate:.2f}x after setup (goal >= {GOAL_RATIO}x)")
     print(f"Kendall tau-b kit vs naive: top-1 {tau_top1:.4f}, loss {tau_loss:.4f} (goal >= {GOAL_TAU}); "

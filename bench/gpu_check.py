@@ -1,7 +1,8 @@
 """One-command GPU check: everything that matters on a GPU box, measured in one call, with what failed.
 
 Needs only this repository, Paddle with CUDA and no internet or ImageNet (the images are made on the
-spot); about 6 minutes on one H100. Every step reports pass / fail / skipped and its figure, a step that
+spot); about 6 minutes on one H100. Every check reports pass / fail / skipped, or 'figure' for a number
+with nothing to fail on (the device, data-bound or not, the projection), and its figure; a step that
 raises is recorded with its error line and the next step still runs, and the report written to
 `gpu_check.json` (--out) is what a bug report needs: Paddle, CUDA and cuDNN versions, the device, and
 every step's figure and verdict.
@@ -11,18 +12,23 @@ every step's figure and verdict.
     val/ is the same images as train/.
  3. Supernet slice vs exported static model, 224 px, full width, 16 released codes, randomised BN
     statistics: fp32 with TF32 off (max relative error), TF32 on and bf16 autocast (top-1 agreement of
-    the predictions), and the training-mode BN update (running statistics equal, only active slices move).
+    the predictions), and the training-mode BN update in fp32 and under bf16 autocast (running statistics
+    equal, only active slices move).
  4. Supernet training (`python train_supernet.py configs/imagenet.yaml`, full width) with AMP bf16, then
     fp16 with loss scaling: finite losses, images/s; then stopped half-way (supernet.max_steps) and
     resumed, against an uninterrupted run: final weights bit-identical (FLAGS_cudnn_deterministic=1).
  5. Loader throughput (bench/loader_throughput.py) against step 4's training rate: is training data-bound?
  6. Evaluation at the ImageNet config's evaluation defaults (kit protocol) on the synthetic images:
     subnets/min in fp32 and bf16, their agreement (Kendall tau of per-subnet losses, top-1 agreement of
-    predictions: synthetic accuracies mean nothing), and the naive per-subnet loop of
-    bench/eval_throughput.py (export, reload, re-decode) on the same subnets for the speed ratio.
+    predictions: synthetic accuracies mean nothing), the per-subnet split (recalibration vs evaluation pass),
+    and the naive per-subnet loop of bench/eval_throughput.py (export, reload, re-decode) on the same subnets:
+    equal losses (the check) and the speed ratio beside the one step 5's decode rate predicts (a figure).
  7. Projection: seconds per subnet scaled by (images x mean MACs) of the 45,000-code list over the
-    sample's -> hours for the whole list on one GPU and on eight, and for the cheapest setting of
-    `evaluate.fidelity.settings` in configs/imagenet.yaml.
+    sample's -> hours for the whole list on one GPU and on eight (beside the code review's estimate), and
+    for the cheapest setting of `evaluate.fidelity.settings` in configs/imagenet.yaml.
+ 8. Two GPUs, when two are visible (two gloo CPU processes in --cpu-smoke): a short supernet training under
+    paddle.distributed.launch (DataParallel, no_sync, the fused all-reduce, fingerprints, NCCL) stopped
+    half-way and resumed on one GPU, and a 2-rank `evaluate run` equal to a 1-rank one.
 
     python bench/gpu_check.py [--out gpu_check.json] [--device auto] [--dir DIR] [--keep] [key=value ...]
     python bench/gpu_check.py --cpu-smoke     # every step at toy sizes on the CPU (CI; under 2 minutes)
@@ -54,7 +60,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from supernet import cpu_speed  # noqa: E402
+from runtime import cpu_speed  # noqa: E402
 
 cpu_speed.default_threads()  # before Paddle is imported
 
@@ -62,17 +68,20 @@ import numpy as np  # noqa: E402
 from loader_throughput import make_jpegs, measure  # noqa: E402
 
 from encoding import atomic_write_json  # noqa: E402
-from supernet.config import default_config, get, resolve  # noqa: E402
+from evaluate.settings import apply_protocol  # noqa: E402
+from infra.config import default_config, get, resolve  # noqa: E402
 
 IMAGENET_CONFIG = default_config("imagenet")
 CODE_LIST = os.path.join(ROOT, "data", "CVPR_2022_NAS_Track1_test.json")
 VAL_IMAGES = 50_000  # ImageNet's validation split: `evaluate.subset: 0` means all of it
 GPUS = (1, 8)
-NAIVE_GOAL = 10.0  # the kit's evaluator vs the naive per-subnet loop (bench/eval_throughput.py)
 FP32_TOLERANCE = 1e-4  # max relative error slice vs static in fp32 without TF32
+BF16_BN_TOLERANCE = 1e-2  # the same for the running statistics of a bf16 training-mode forward (8-bit mantissa)
+# the code review's (issue 36) estimate for the default (kit) protocol, printed beside the projection
+REVIEW_ESTIMATE = "review's estimate: about 1-1.5 s/subnet on one H100, ~16 GPU-hours for the 45,000 codes"
 STEP_TITLES = {1: "Paddle run_check, device", 2: "synthetic image folder", 3: "supernet slice vs exported model",
                4: "AMP supernet training, resume", 5: "loader vs training rate", 6: "evaluation fp32 / bf16 / naive",
-               7: "projection to 45,000 codes"}
+               7: "projection to 45,000 codes", 8: "two ranks: launcher, resume on one"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +227,8 @@ class Step:
         self.details = {}
 
     def add(self, name, verdict, figure, **values):
-        assert verdict in ("pass", "fail", "skipped"), verdict
+        """`verdict` 'figure': a number reported, not a check (nothing it could fail on)."""
+        assert verdict in ("pass", "fail", "skipped", "figure"), verdict
         self.checks.append({"name": name, "verdict": verdict, "figure": figure,
                             **({"values": values} if values else {})})
 
@@ -226,7 +236,9 @@ class Step:
         verdicts = [c["verdict"] for c in self.checks]
         if "fail" in verdicts or not verdicts:
             return "fail"
-        return "skipped" if all(v == "skipped" for v in verdicts) else "pass"
+        if "pass" in verdicts:
+            return "pass"
+        return "figure" if "figure" in verdicts else "skipped"
 
 
 class Context:
@@ -240,6 +252,7 @@ class Context:
         self.train_rate = None  # images/s of the bf16 training run (step 4)
         self.weights = None     # its final supernet weights
         self.eval = None        # step 6's timing, for the projection
+        self.decode_rate = None  # images/s the loader delivers (step 5), for the naive loop's expected ratio
 
     @property
     def on_gpu(self):
@@ -250,7 +263,7 @@ class Context:
                 "data.layout=folders", "data.holdout=null", *self.sizes.overrides, *self.args.overrides, *extra]
 
     def config(self, *extra):
-        return resolve(IMAGENET_CONFIG, overrides=self.overrides(*extra))
+        return apply_protocol(resolve(IMAGENET_CONFIG, overrides=self.overrides(*extra)))
 
     def need_device(self):
         if self.device is None:
@@ -271,14 +284,14 @@ def step_paddle(ctx, step):
              (works[-1] if works else f"exit {proc.returncode}: {last_line(out)}")
              + f" ({time.perf_counter() - t0:.0f} s)")
 
-    from supernet.runtime import nvidia_smi_gpus, setup_device, start_line
+    from runtime.device import nvidia_smi_gpus, setup_device, start_line
 
     ctx.device = setup_device(ctx.config())
     line = start_line("bench/gpu_check.py", ctx.device, 1)
     step.details["start_line"] = line
     gpus = nvidia_smi_gpus()
     if ctx.smoke:
-        step.add("device the kit selects", "pass", f"{ctx.device} (--cpu-smoke)" + (
+        step.add("device the kit selects", "figure", f"{ctx.device} (--cpu-smoke)" + (
             f"; nvidia-smi lists {len(gpus)} GPU(s)" if gpus else ""))
     elif ctx.on_gpu:
         step.add("device the kit selects", "pass", line.split(": ", 1)[1].split(" | ")[0])
@@ -289,7 +302,7 @@ def step_paddle(ctx, step):
 
 
 def step_dataset(ctx, step):
-    from supernet.data import build_dataset
+    from imagedata import DataSettings, build_dataset
 
     s = ctx.sizes
     t0 = time.perf_counter()
@@ -299,7 +312,8 @@ def step_dataset(ctx, step):
         os.symlink("train", val)  # the evaluation split: the same images (synthetic accuracies mean nothing)
     made = time.perf_counter() - t0
     cfg = ctx.config()
-    train, valid = build_dataset(cfg, "train", augment=True), build_dataset(cfg, "val", augment=False)
+    data = DataSettings.from_config(cfg)
+    train, valid = build_dataset(data, "train", augment=True), build_dataset(data, "val", augment=False)
     image, label, bad = valid[0]
     res = int(get(cfg, "data.resolution"))
     files = [os.path.join(d, f) for d, _, names in os.walk(os.path.join(ctx.root, "train")) for f in names]
@@ -312,18 +326,20 @@ def step_dataset(ctx, step):
              classes=len(train.classes), seconds=made, root=ctx.root)
 
 
-def bn_update_check(net, static, x, snapshot):
-    """One training-mode forward of the supernet's active subnet and of its exported copy: (max relative
-    error between their updated running statistics, entries that moved in the supernet, entries the
-    subnet has). The supernet's statistics are put back afterwards."""
+def bn_update_check(net, static, x, snapshot, amp=None):
+    """One training-mode forward of the supernet's active subnet and of its exported copy (under autocast
+    `amp`, None: fp32): (max relative error between their updated running statistics, entries that moved
+    in the supernet, entries the subnet has). The supernet's statistics are put back afterwards."""
     import paddle
+
+    from runtime.amp import autocast
 
     layers = net.dynamic_bn_layers()
     before = [layer._mean.numpy().copy() for layer in layers]
     net.train()
     static.train()
     try:
-        with paddle.no_grad(), quiet():  # Paddle warns at train-mode BN forwards
+        with paddle.no_grad(), quiet(), autocast(amp):  # Paddle warns at train-mode BN forwards
             net(x)
             static(x)
         moved = sum(int((layer._mean.numpy() != b).sum()) for layer, b in zip(layers, before, strict=True))
@@ -348,10 +364,10 @@ def agreement_ok(agree, own_noise):
 def step_slices(ctx, step):
     import paddle
 
-    from encoding import RELEASED
-    from evaluate.calibration import BNSnapshot, autocast
+    from encoding import RELEASED, net_spec
+    from evaluate.calibration import BNSnapshot
+    from runtime.amp import autocast
     from supernet import ResNet48Supernet
-    from supernet.config import net_spec
 
     ctx.need_device()
     s = ctx.sizes
@@ -371,8 +387,13 @@ def step_slices(ctx, step):
     noise = {m: 0 for m in modes}   # static under the mode vs static in fp32
     dtype = {}
     bn_err, moved, expected = [], 0, 0
+    bn16 = {"err": [], "moved": 0, "expected": 0}  # the same update under bf16 autocast (AMP training's)
     state, set_tf32 = tf32_switches()
     saved = state()
+    # the nets' heads run in float32 under autocast too (runtime.amp.full_precision): whether autocast took
+    # effect shows in the dtype of what the body hands the head, not in the logits
+    body = []
+    hook = net.blocks[-1].register_forward_pre_hook(lambda layer, inputs: body.append(str(inputs[0].dtype)))
     try:
         for arch in codes:
             net.set_active(arch)
@@ -382,7 +403,7 @@ def step_slices(ctx, step):
                 set_tf32(tf32)
                 with paddle.no_grad(), quiet(), autocast(amp):
                     a, b = net(x), static(x)
-                dtype[mode] = str(a.dtype).replace("paddle.", "")
+                dtype[mode] = body[-1].replace("paddle.", "")
                 a, b = a.astype("float32").numpy(), b.astype("float32").numpy()
                 if not (np.isfinite(a).all() and np.isfinite(b).all()):
                     raise FloatingPointError(f"{mode}: non-finite logits for {arch.code()}")
@@ -395,7 +416,12 @@ def step_slices(ctx, step):
             bn_err.append(e)
             moved += m
             expected += n
+            e, m, n = bn_update_check(net, static, x, snapshot, amp="bfloat16")
+            bn16["err"].append(e)
+            bn16["moved"] += m
+            bn16["expected"] += n
     finally:
+        hook.remove()
         set_tf32(*saved)
     total = len(codes) * s.slice_batch
     where = f"{len(codes)} codes x {s.slice_batch} images at {res} px, width {spec.width_mult}"
@@ -405,9 +431,10 @@ def step_slices(ctx, step):
     tf32_env = os.environ.get("NVIDIA_TF32_OVERRIDE")
     for mode, label in (("tf32", "TF32 on"), ("bf16", "bf16 autocast")):
         figure = (f"top-1 agreement {pct(agree[mode] / total)} (the model vs its fp32 self: "
-                  f"{pct(noise[mode] / total)}); max relative error {max(err[mode]):.2e}; logits {dtype[mode]}")
+                  f"{pct(noise[mode] / total)}); max relative error {max(err[mode]):.2e}; body output {dtype[mode]}, "
+                  f"logits float32")
         values = dict(agreement=agree[mode] / total, self_agreement=noise[mode] / total, max_rel_err=max(err[mode]),
-                      logits_dtype=dtype[mode])
+                      body_dtype=dtype[mode])
         if not ctx.on_gpu:
             why = ("TF32 is a GPU mode (Ampere and later); the switch does nothing on CPU"
                    if mode == "tf32" else "bf16 autocast does nothing on a CPU place in Paddle 3.3.1"
@@ -417,7 +444,7 @@ def step_slices(ctx, step):
                 continue
         ok = agreement_ok(agree[mode] / total, noise[mode] / total)
         if mode == "bf16" and dtype[mode] == "float32":
-            ok, figure = False, f"autocast had no effect (logits float32); {figure}"
+            ok, figure = False, f"autocast had no effect (body output float32); {figure}"
         if mode == "tf32" and tf32_env == "0":
             figure += " (NVIDIA_TF32_OVERRIDE=0: TF32 was off)"
         step.add(f"{label}: top-1 agreement", "pass" if ok else "fail", figure, **values)
@@ -425,6 +452,15 @@ def step_slices(ctx, step):
     step.add("training-mode BN update", "pass" if bn <= FP32_TOLERANCE and moved == expected else "fail",
              f"running statistics max relative error {bn:.2e}; {moved} of the supernet's statistics moved, "
              f"the subnets have {expected}", max_rel_err=bn, moved=moved, expected=expected)
+    bn = max(bn16["err"])
+    figure = (f"running statistics max relative error {bn:.2e} (limit {BF16_BN_TOLERANCE:.0e}); {bn16['moved']} "
+              f"moved, the subnets have {bn16['expected']}")
+    if not ctx.on_gpu:
+        verdict, figure = "skipped", f"skipped on CPU: bf16 autocast does nothing on a CPU place; {figure}"
+    else:
+        verdict = "pass" if bn <= BF16_BN_TOLERANCE and bn16["moved"] == bn16["expected"] else "fail"
+    step.add("training-mode BN update, bf16 autocast", verdict, figure, max_rel_err=bn, moved=bn16["moved"],
+             expected=bn16["expected"])
 
 
 def read_log(out):
@@ -435,10 +471,21 @@ def read_log(out):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def train_run(ctx, out, amp, max_steps, deterministic=False):
-    """`python train_supernet.py configs/imagenet.yaml ...` at the check's sizes; a summary dict."""
+def launcher(ctx, nproc, log_dir):
+    """The command prefix of `nproc` ranks: plain Python for one, else paddle.distributed.launch on the
+    first `nproc` GPUs (gloo CPU processes in the smoke run)."""
+    if nproc == 1:
+        return [sys.executable]
+    where = ["--gpus", ",".join(map(str, range(nproc)))] if ctx.on_gpu else ["--nproc_per_node", str(nproc)]
+    return [sys.executable, "-m", "paddle.distributed.launch", *where, "--log_dir", log_dir]
+
+
+def train_run(ctx, out, amp, max_steps, deterministic=False, nproc=1):
+    """`python train_supernet.py configs/imagenet.yaml ...` at the check's sizes (on `nproc` ranks under the
+    launcher); a summary dict."""
     s = ctx.sizes
-    args = [sys.executable, os.path.join(ROOT, "train_supernet.py"), IMAGENET_CONFIG,
+    args = [*launcher(ctx, nproc, os.path.join(out, "launch_logs")), os.path.join(ROOT, "train_supernet.py"),
+            IMAGENET_CONFIG,
             *ctx.overrides(f"supernet.output_dir={out}", f"supernet.amp={amp}", f"supernet.batch_size={s.train_batch}",
                            f"supernet.epochs={s.train_epochs}", f"supernet.max_steps={max_steps}",
                            f"supernet.optim.warmup={s.train_epochs / 3:.4g}", f"data.train_subset={s.train_subset}",
@@ -536,12 +583,13 @@ def step_loader(ctx, step):
              f"{r['first_batch_s']:.1f} s)" if rate else "no batches measured", images_per_s=rate, workers=workers)
     if not rate:
         return
+    ctx.decode_rate = rate
     if ctx.train_rate is None:
         step.add("data-bound?", "skipped", "skipped: step 4 gave no training rate")
         return
     ratio = ctx.train_rate / rate
     bound = ratio >= 0.8
-    step.add("data-bound?", "pass",
+    step.add("data-bound?", "figure",
              f"training {ctx.train_rate:.0f} images/s = {pct(ratio)} of what the loader delivers: "
              + ("data-bound (more loader workers / cores would train faster)" if bound
                 else "not data-bound (the device is the limit)"), data_bound=bound, ratio=ratio)
@@ -551,7 +599,8 @@ def prediction_agreement(model, eval_set, batch_size, calib, amp, codes, max_ima
     """Share of images whose top-1 under `amp` equals fp32's, with BN recalibrated (fp32) as the kit does."""
     import paddle
 
-    from evaluate.calibration import BNSnapshot, autocast, recalibrate
+    from evaluate.calibration import BNSnapshot, recalibrate
+    from runtime.amp import autocast
 
     snapshot = BNSnapshot(model.dynamic_bn_layers())
     same = seen = 0
@@ -581,21 +630,22 @@ def step_evaluation(ctx, step):
     import paddle
     from eval_throughput import naive_datasets, naive_subnet, sync
 
-    from encoding import RELEASED
+    from encoding import RELEASED, net_spec
     from evaluate.evaluator import SubnetEvaluator, amp_dtype
-    from evaluate.inputs import build_calibration_batches, build_eval_set, load_supernet
+    from evaluate.oracle import build_calibration_batches, build_eval_set
     from evaluate.settings import EvalSettings
     from submission.errors import MetricError
     from submission.metrics import kendall_tau_b
     from supernet import ResNet48Supernet
-    from supernet.config import net_spec
 
     ctx.need_device()
     s, device = ctx.sizes, ctx.device
     cfg = ctx.config(*s.eval_overrides)
     settings = EvalSettings.from_config(cfg)
     if ctx.weights and os.path.isfile(ctx.weights):
-        model, source = load_supernet(cfg, settings, checkpoint=ctx.weights), "step 4's bf16 run"
+        from supernet.weights import WeightsSource
+
+        model, source = WeightsSource("checkpoint", ctx.weights).load(net_spec(cfg)), "step 4's bf16 run"
     else:
         paddle.seed(0)
         model, source = ResNet48Supernet(net_spec(cfg)), "random (step 4 left no weights)"
@@ -614,6 +664,7 @@ def step_evaluation(ctx, step):
     codes = [a.code() for a in RELEASED.sample_many(s.eval_subnets, seed=2)]
     for ev in evaluators.values():  # warm-up (kernel selection, allocator) outside the timed loop
         ev.evaluate(codes[0])
+    split0 = (evaluators["fp32"].calibration_seconds, evaluators["fp32"].eval_seconds)
     results = {k: [] for k in evaluators}
     for i, code in enumerate(codes):  # alternate which precision goes first: load drifts hit both alike
         for k in (("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32")):
@@ -629,6 +680,12 @@ def step_evaluation(ctx, step):
              f"{rate['fp32']:.1f} subnets/min ({seconds['fp32'] / len(codes):.3f} s/subnet: {len(eval_set)} images + "
              f"{calib_text}, batch {batch}; setup {setup:.1f} s; weights {source})",
              subnets_per_min=rate["fp32"], seconds_per_subnet=seconds["fp32"] / len(codes), images_per_subnet=images)
+    calib_s = (evaluators["fp32"].calibration_seconds - split0[0]) / len(codes)
+    pass_s = (evaluators["fp32"].eval_seconds - split0[1]) / len(codes)
+    calib_images = images - len(eval_set)
+    step.add("per-subnet cost split, fp32", "figure",
+             f"recalibration {calib_s:.3f} s ({calib_images:,} images) + evaluation pass {pass_s:.3f} s "
+             f"({len(eval_set):,} images) per subnet", calibration_seconds=calib_s, eval_pass_seconds=pass_s)
     try:
         tau = kendall_tau_b(losses["bf16"], losses["fp32"])
     except MetricError:
@@ -666,20 +723,92 @@ def step_evaluation(ctx, step):
               f"({naive_seconds / len(picked):.2f} vs {kit_seconds / len(picked):.3f} s/subnet, {workers} loader "
               f"worker(s)); losses equal to "
               f"{worst:.1e} (relative)")
-    verdict = "fail" if not same else "pass" if not ctx.on_gpu or ratio >= NAIVE_GOAL else "fail"
-    if ctx.on_gpu:
-        figure += f"; goal >= {NAIVE_GOAL:.0f}x"
-    step.add("naive per-subnet loop", verdict, figure, ratio=ratio, max_rel_loss_difference=worst)
+    expected = naive_ratio_expected(images, ctx.decode_rate, kit_seconds / len(picked))
+    if expected is not None:
+        figure += (f"; decoding alone predicts >= {expected:.1f}x ({images:,} images at step 5's "
+                   f"{ctx.decode_rate:.0f} images/s beside the kit's forward time; export and reload come on top)")
+    # the verdict is the losses' agreement only: the speed ratio depends on the CPU that decodes for the naive
+    # loop (a fixed 10x goal fails falsely where a fast GPU meets few cores), so it is reported, not judged
+    step.add("naive per-subnet loop", "pass" if same else "fail", figure, ratio=ratio, expected_ratio=expected,
+             max_rel_loss_difference=worst)
     ctx.eval = {"seconds_per_subnet": seconds["fp32"] / len(codes), "images_per_subnet": images, "codes": codes,
+                "split": {"calibration": calib_s, "eval_pass": pass_s},
                 "spec": net_spec(cfg), "resolution": int(get(cfg, "data.resolution")),
                 "bf16_factor": seconds["bf16"] / seconds["fp32"] if bf16 else None}
 
 
+def evaluate_run(ctx, weights, archs, out, nproc):
+    """`python -m evaluate run` of the step-6 sizes over `archs` on `nproc` ranks: {id: record}."""
+    cmd = [*launcher(ctx, nproc, os.path.join(out, "launch_logs")), os.path.join(ROOT, "evaluate", "__main__.py"),
+           "run", "--config", IMAGENET_CONFIG, "--archs", archs, "--out", out, "--checkpoint", weights,
+           *ctx.overrides(*ctx.sizes.eval_overrides, "evaluate.progress=false")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=ctx.sizes.timeout)
+    if proc.returncode:
+        raise RuntimeError(f"evaluate run on {nproc} rank(s): exit {proc.returncode}: {last_line(proc.stderr)}")
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+        return {r["id"]: r for r in json.load(f)}
+
+
+def step_two_ranks(ctx, step):
+    """Two ranks under the launcher (DataParallel, no_sync, the fused all-reduce, parameter fingerprints,
+    NCCL on GPUs): a short supernet training stopped half-way, resumed on one rank; and a 2-rank
+    evaluation against a 1-rank one. Two gloo CPU processes in the smoke run."""
+    import paddle
+
+    from encoding import RELEASED, ArchEntry, write_arch_list
+
+    ctx.need_device()
+    gpus = paddle.device.cuda.device_count() if ctx.on_gpu else 0
+    if not ctx.smoke and gpus < 2:
+        step.add("two ranks", "skipped", f"skipped: {gpus} GPU(s) visible, this step needs 2")
+        return
+    s = ctx.sizes
+    total = s.train_subset // s.train_batch * s.train_epochs
+    half = max(1, total // 2)
+    out = os.path.join(ctx.work, "two_ranks")
+    first = step.details["first"] = train_run(ctx, out, "none", half, nproc=2)
+    ckpts = [r for r in read_log(out) if r.get("type") == "checkpoint"]
+    ok = first["returncode"] == 0 and first["steps"] == half and bool(ckpts) and all(c["ranks"] == 2 for c in ckpts)
+    step.add("2-rank training, fingerprints", "pass" if ok else "fail",
+             f"{first['steps']}/{half} steps of global batch {s.train_batch} on 2 ranks; {len(ckpts)} checkpoint(s), "
+             f"each after comparing both ranks' parameter fingerprints" if ok else
+             f"exit {first['returncode']}, {first['steps']}/{half} steps: {first['error']}")
+    if not ok:
+        return
+    second = step.details["resumed"] = train_run(ctx, out, "none", total)
+    steps = [r["global_step"] for r in read_log(out) if r.get("type") == "step"]
+    weights = os.path.join(out, "supernet.pdparams")
+    ok = (second["returncode"] == 0 and "resuming from" in second["stdout"] and steps == list(range(1, total + 1))
+          and os.path.isfile(weights))
+    step.add("resumed on one rank", "pass" if ok else "fail",
+             f"continued from step {half} to {total} on one rank" if ok else
+             f"exit {second['returncode']}, steps {steps[-3:]}: {second['error'] or 'did not resume'}")
+    if not ok:
+        return
+    archs = os.path.join(ctx.work, "two_ranks_archs.json")
+    write_arch_list(archs, [ArchEntry(f"arch{i + 1}", a.code()) for i, a in enumerate(RELEASED.sample_many(4, seed=5))])
+    one = evaluate_run(ctx, weights, archs, os.path.join(ctx.work, "eval_1rank"), 1)
+    two = evaluate_run(ctx, weights, archs, os.path.join(ctx.work, "eval_2ranks"), 2)
+    worst = max(abs(one[k]["loss"] - two[k]["loss"]) / max(1.0, abs(one[k]["loss"])) for k in one)
+    same = sorted(one) == sorted(two) and all(one[k]["top1"] == two[k]["top1"] for k in one) and worst <= 1e-5
+    step.add("2-rank evaluation = 1-rank", "pass" if same else "fail",
+             f"{len(one)} subnets: top-1 equal, losses equal to {worst:.1e} (relative)" if same else
+             f"results differ: max relative loss difference {worst:.1e}", max_rel_loss_difference=worst)
+
+
+def naive_ratio_expected(images, decode_rate, kit_seconds):
+    """The naive loop's least expected slowdown: it decodes every image of a subnet again (at the loader's
+    rate) and runs the same forward passes as the kit, whose time per subnet is `kit_seconds` (its export and
+    reload come on top); None unmeasured."""
+    if not decode_rate or not kit_seconds:
+        return None
+    return (images / decode_rate + kit_seconds) / kit_seconds
+
+
 def fidelity_rows(target, codes, seconds_per_subnet, measured_work, bf16_factor):
     """Projected hours of every setting of the target config's fidelity table ('full' first)."""
-    from encoding import costs
+    from encoding import costs, net_spec
     from evaluate.fidelity import setting_configs
-    from supernet.config import net_spec
 
     macs = {}
     rows = []
@@ -705,7 +834,7 @@ def step_projection(ctx, step):
     e = ctx.eval
     sample_macs = float(costs(e["codes"], e["spec"], e["resolution"])[1].mean())
     measured_work = e["images_per_subnet"] * sample_macs
-    target = resolve(IMAGENET_CONFIG)  # the ImageNet config's evaluation defaults, as shipped
+    target = apply_protocol(resolve(IMAGENET_CONFIG))  # the ImageNet config's evaluation defaults, as shipped
     codes = [entry.code for entry in read_arch_list(CODE_LIST)]
     rows = fidelity_rows(target, codes, e["seconds_per_subnet"], measured_work, e["bf16_factor"])
     step.details["settings"] = rows
@@ -715,10 +844,15 @@ def step_projection(ctx, step):
         return f"{r['hours']['1']:.1f} h on one {unit}, {r['hours']['8']:.1f} h on eight"
 
     full = rows[0]
-    step.add(f"all {len(codes):,} codes, ImageNet defaults", "pass",
+    split = e.get("split") or {}
+    part = sum(split.values()) or None
+    share = (f"; of it recalibration {pct(split['calibration'] / part)}, the evaluation pass "
+             f"{pct(split['eval_pass'] / part)}" if part else "")
+    step.add(f"all {len(codes):,} codes, ImageNet defaults", "figure",
              f"{full['seconds_per_subnet']:.2f} s/subnet -> {hours(full)} ({full['images']:,} images/subnet, mean "
              f"{full['mean_macs'] / 1e9:.2f} GMACs; measured {e['seconds_per_subnet']:.3f} s at "
-             f"{e['images_per_subnet']:,} images, {sample_macs / 1e9:.3f} GMACs)", **{k: full[k] for k in ("hours",)})
+             f"{e['images_per_subnet']:,} images, {sample_macs / 1e9:.3f} GMACs{share}); {REVIEW_ESTIMATE}",
+             **{k: full[k] for k in ("hours",)})
     best = cheapest(rows[1:]) if len(rows) > 1 else None
     if best is None:
         step.add("cheapest fidelity setting", "skipped", "skipped: the config lists no evaluate.fidelity.settings")
@@ -726,13 +860,13 @@ def step_projection(ctx, step):
     note = "" if best["amp"] == "none" or e["bf16_factor"] else " (precision speed-up not measured on CPU: 1x)"
     if best["amp"] == "fp16":
         note += " (fp16 assumed as fast as the measured bf16)"
-    step.add("cheapest fidelity setting", "pass",
+    step.add("cheapest fidelity setting", "figure",
              f"{best['name']}: {best['seconds_per_subnet']:.2f} s/subnet -> {hours(best)} ({best['images']:,} images, "
              f"{best['resolution']} px, {best['amp']}){note}", setting=best["name"], hours=best["hours"])
 
 
 STEPS = ((1, step_paddle), (2, step_dataset), (3, step_slices), (4, step_training), (5, step_loader),
-         (6, step_evaluation), (7, step_projection))
+         (6, step_evaluation), (7, step_projection), (8, step_two_ranks))
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -823,7 +957,7 @@ def main(argv=None):
             else:
                 entry = run_step(ctx, number, fn)
             if number == 1 and ctx.device is not None:
-                from supernet.runtime import runtime_facts
+                from runtime.device import runtime_facts
 
                 report["environment"].update(runtime_facts(ctx.device, 1),
                                              start_line=entry["details"].get("start_line"))

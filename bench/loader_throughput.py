@@ -26,14 +26,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from supernet import cpu_speed  # noqa: E402
+from runtime import cpu_speed  # noqa: E402
 
 cpu_speed.default_threads()  # before Paddle is imported
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from supernet.config import default_config, resolve  # noqa: E402
+from infra.config import default_config, resolve  # noqa: E402
 
 PIPELINES = ("train", "eval")
 
@@ -59,9 +59,9 @@ def make_jpegs(root, images, classes=10, size=(500, 375), seed=0):
 
 def measure(cfg, pipeline, workers, batch_size, batches):
     """{'workers', 'first_batch_s', 'images_per_s'} of one pipeline (steady rate after the first batch)."""
-    from supernet.data import build_dataset, build_loader
+    from imagedata import DataSettings, build_dataset, build_loader
 
-    dataset = build_dataset(cfg, "train", augment=pipeline == "train")
+    dataset = build_dataset(DataSettings.from_config(cfg), "train", augment=pipeline == "train")
     loader = build_loader(dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers, seed=0,
                           num_replicas=1, rank=0)
     batches = min(batches, len(loader))
@@ -102,7 +102,7 @@ def main(argv=None):
     made = time.perf_counter() - t0
     cfg = resolve(default_config("imagenet"), overrides=[f"data.image_dir={root}", "data.layout=folders",
                                                           *args.overrides])
-    from supernet.runtime import print_start_line, select_device
+    from runtime.device import print_start_line, select_device
 
     device = select_device(cfg.get("device", "auto"))
     print_start_line("bench/loader_throughput.py", device, 1, None, file=sys.stdout)

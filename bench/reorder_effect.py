@@ -50,9 +50,9 @@ def main(argv=None):
 
     import numpy as np
 
-    from encoding import DOCUMENTED, costs, read_arch_list  # no Paddle here: the stages get all the cores
+    from encoding import DOCUMENTED, costs, net_spec, read_arch_list  # no Paddle here: the stages get all the cores
+    from infra.config import resolve
     from submission.metrics import kendall_tau_b
-    from supernet.config import net_spec, resolve
 
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)

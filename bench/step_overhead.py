@@ -17,16 +17,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import paddle  # noqa: E402
 import paddle.nn.functional as F  # noqa: E402
+from cpu_throughput import add_model_options, bench_codes  # noqa: E402  (bench/ is this script's directory)
 
 import encoding  # noqa: E402
-from supernet import (
-    ResNet48Supernet,  # noqa: E402
-    onednn_conv,  # noqa: E402
-)
-from supernet.config import net_spec, resolve  # noqa: E402
-from supernet.runtime import setup_device  # noqa: E402
-
-from cpu_throughput import add_model_options, bench_codes  # noqa: E402  (bench/ is this script's directory)
+from encoding import net_spec  # noqa: E402
+from infra.config import resolve  # noqa: E402
+from runtime import onednn_conv  # noqa: E402
+from runtime.device import setup_device  # noqa: E402
+from supernet import ResNet48Supernet  # noqa: E402
 
 GOAL = 1.15
 

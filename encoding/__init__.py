@@ -12,13 +12,13 @@ from .arch import CODE_LEN, MAX_DEPTHS, RATIOS, SIZE_CODES, Arch, digit_matrix, 
 from .archlist import ArchEntry, read_arch_list, write_arch_list
 from .cost import costs, macs_of, params_of
 from .errors import ArchListError, CodeError
-from .netspec import NetSpec, Widths, make_divisible, widths
+from .netspec import NetSpec, Widths, make_divisible, net_spec, widths
 from .space import DOCUMENTED, RELEASED, SPACES, SearchSpace, check_ties, get_space
 
 __all__ = [
     "CODE_LEN", "MAX_DEPTHS", "RATIOS", "SIZE_CODES", "Arch", "digit_matrix", "format_code", "parse",
     "ArchEntry", "read_arch_list", "write_arch_list", "atomic_write_json", "atomic_write_text",
     "costs", "macs_of", "params_of", "ArchListError", "CodeError", "KitError", "run_reporting_errors",
-    "NetSpec", "Widths", "make_divisible", "widths",
+    "NetSpec", "Widths", "make_divisible", "net_spec", "widths",
     "DOCUMENTED", "RELEASED", "SPACES", "SearchSpace", "check_ties", "get_space",
 ]

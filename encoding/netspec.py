@@ -96,3 +96,10 @@ def widths(arch, spec: NetSpec = NetSpec()) -> Widths:
         for stage, base in zip(arch.blocks, spec.stage_widths, strict=True)
     )
     return Widths(stem=spec.channels(spec.stem_width, arch.stem), stages=stages)
+
+
+def net_spec(cfg) -> NetSpec:
+    """The NetSpec of a config's `model:` section."""
+    from infra.config import get
+
+    return NetSpec.from_dict(get(cfg, "model"))

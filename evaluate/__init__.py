@@ -4,11 +4,13 @@
     python -m evaluate fidelity --config C --checkpoint CKPT --archs ARCHS.json --sample 200
     python -m evaluate merge --archs ARCHS.json --out DIR
     python -m evaluate latency ...
+    python -m evaluate proxies --config C --archs ARCHS.json --out DIR                   -> DIR/results.json
 
 Modules: `evaluator` (top-1/top-5/loss of one subnet at a time), `calibration` (BN
 recalibration and the restore that keeps results order-free), `image_cache` (evaluation and
 calibration images decoded once into tensors), `inputs` (supernet and images from a config),
 `results_store` (resumable per-rank JSON-lines shards and the ordered merge), `fidelity`
-(cheap settings vs the full one), `ledger` (time and energy per phase), `latency`.
+(cheap settings vs the full one), `ledger` (time and energy per phase), `latency`, `proxies`
+(zero-cost proxies at random initialisation) and `proxy_run` (`python -m evaluate proxies`).
 Importing the package imports nothing heavy; PaddlePaddle loads with the modules that need it.
 """

@@ -1,4 +1,4 @@
-"""`python -m evaluate run|fidelity|merge|latency`: score subnets from a supernet's shared weights.
+"""`python -m evaluate run|fidelity|merge|latency|proxies`: score subnets from a supernet's shared weights.
 
   run       every code of an architecture list: top-1, top-5, loss -> RESULTS_DIR/results.json
             (resumable; under `python -m paddle.distributed.launch ... evaluate/__main__.py run`
@@ -7,6 +7,7 @@
             much faster is it?
   merge     write results.json from complete shards (run does this itself when it finishes)
   latency   measured latency of subnets (evaluate/latency.py)
+  proxies   zero-cost proxies (Zen-score, synflow, NASWOT, grad-norm) at random init (evaluate/proxy_run.py)
 
 paddle.distributed.launch runs scripts, not modules, so this file also works as a script.
 """
@@ -24,8 +25,8 @@ if __package__ in (None, ""):  # run as a script (the distributed launcher): imp
         sys.path.insert(0, _root)
 
 from encoding import KitError, read_arch_list, run_reporting_errors  # noqa: E402
-from supernet import cpu_speed  # noqa: E402
-from supernet.config import Flag, add_flags, default_config, get, net_spec, resolve  # noqa: E402
+from infra.config import Flag, add_flags, default_config, get, resolve  # noqa: E402
+from runtime import cpu_speed  # noqa: E402
 
 COMMON_FLAGS = [
     Flag("--checkpoint", "evaluate.checkpoint", str,
@@ -77,22 +78,6 @@ def check_codes(entries, source):
                        f"  {shown}{more}")
 
 
-def run_settings(cfg, settings):
-    """What decides the numbers in a results directory (pinned by its manifest)."""
-    from evaluate.inputs import weight_files
-    from infra.atomic import file_digest
-
-    kind, _ = settings.weights
-    return {
-        "weights": {"kind": kind, "sha256": "+".join(file_digest(p) for p in weight_files(settings)),
-                    **({"reorder": settings.reorder} if kind == "official" else {})},
-        "model": net_spec(cfg).to_dict(),
-        "eval": settings.images(),
-        "calibration": settings.calibration_batches(),
-        "amp": str(settings.amp),
-    }
-
-
 def _chunks(items, n):
     n = max(1, int(n))
     for i in range(0, len(items), n):
@@ -105,38 +90,13 @@ def _open_ledger(out, rank, world):
     return Ledger(ledger_path(out, "evaluate", rank, world), "evaluate", rank=rank)
 
 
-def evaluate_pending(cfg, settings, store, pending, share_size, rank, world, device):
-    """Evaluate `pending` entries, appending one fsynced record per subnet; return the count."""
+def evaluate_pending(oracle, store, pending, share_size, rank, world):
+    """Score `pending` entries with `oracle`, appending one fsynced record per subnet; return the count."""
     from tqdm import tqdm
 
-    from evaluate.evaluator import evaluator_of
-    from evaluate.inputs import build_calibration_batches, build_eval_set, fewshot_weights, load_supernet
-    from supernet.fewshot import route
+    from infra.ledger import summary_line
 
-    t0 = time.perf_counter()
-    on_gpu = device.startswith("gpu")
-    kind, path = settings.weights
-    groups, weights = fewshot_weights(path) if kind == "fewshot" else ([], {})
-    eval_set = build_eval_set(cfg, settings, on_gpu)
-    calib = build_calibration_batches(cfg, settings)
-    mode = settings.calibration.mode
-    evaluators = {}  # one supernet, or one per few-shot group (loaded when its first code comes)
-
-    def evaluator_for(code):
-        group = route(groups, code).name if groups else None
-        if group not in evaluators:
-            model = load_supernet(cfg, settings, weights[group] if groups else None)
-            evaluators[group] = evaluator_of(model, eval_set, calib, settings, device)
-        return evaluators[group]
-
-    def seconds():
-        return (sum(e.calibration_seconds for e in evaluators.values()),
-                sum(e.eval_seconds for e in evaluators.values()))
-
-    images_per_subnet = evaluator_for(pending[0].code).images_per_subnet
-    _say(f"setup {time.perf_counter() - t0:.1f} s on {device}: {len(eval_set)} evaluation images "
-         f"{list(eval_set.shape[1:])} ({'device' if eval_set.on_device else 'host'} cache), "
-         f"calibration '{mode}' with {len(calib)} batches", rank)
+    settings = oracle.settings
     show = settings.progress and rank == 0
     bar = tqdm(total=share_size, initial=share_size - len(pending), unit="subnet", disable=not show,
                desc=f"rank {rank}/{world}" if world > 1 else "evaluate", dynamic_ncols=True)
@@ -145,22 +105,19 @@ def evaluate_pending(cfg, settings, store, pending, share_size, rank, world, dev
     try:
         with store.open(rank):
             for chunk in _chunks(pending, settings.ledger_chunk):
-                c0, e0 = seconds()
-                with ledger.phase("subnets", images=len(chunk) * images_per_subnet,
+                c0, e0 = oracle.seconds()
+                with ledger.phase("subnets", images=len(chunk) * oracle.images_per_subnet,
                                   subnets=len(chunk)) as phase:
                     for entry in chunk:
-                        result = evaluator_for(entry.code).evaluate(entry.code)
-                        store.append({"id": entry.id, "code": entry.code, **result})
+                        store.append({"id": entry.id, "code": entry.code, **oracle.score_one(entry.code)})
                         done += 1
                         bar.update(1)
                         bar.set_postfix_str(f"{60.0 * done / (time.perf_counter() - start):.1f} subnets/min")
-                    c1, e1 = seconds()
+                    c1, e1 = oracle.seconds()
                     phase.extra.update(calibration_seconds=c1 - c0, eval_seconds=e1 - e0)
     finally:
         bar.close()
         ledger.close()
-    from infra.ledger import summary_line
-
     _say(summary_line(ledger.summary(subnets=done)), rank)
     return done
 
@@ -172,23 +129,21 @@ def cmd_run(args):
     entries = read_arch_list(archs)
     check_codes(entries, archs)
 
+    from encoding import net_spec
     from evaluate.results_store import ResultsStore, rank_share
     from evaluate.settings import EvalSettings
-    from supernet.runtime import barrier, claim_run_folder, init_distributed, print_start_line, setup_device
+    from runtime.device import barrier, claim_run_folder, init_distributed, print_start_line, setup_device
 
     settings = EvalSettings.from_config(cfg)  # the section, read and checked once
-    kind, weights_path = settings.weights
-    if kind == "fewshot":  # every code has a group, every group its weights, before anything runs
-        from evaluate.inputs import fewshot_weights
-        from supernet.fewshot import route
-
-        groups, _ = fewshot_weights(weights_path)
-        for e in entries:
-            route(groups, e.code)
+    source = settings.source()
+    groups = source.groups()  # every code has a group, every group its weights, before anything runs
+    for e in entries:
+        source.group_of(e.code, groups)
+    device = setup_device(cfg)  # before joining the group (NCCL binds to this card); the manifest pins it
     rank, world = init_distributed()
     claim_run_folder(out)  # one writer per results directory (rank 0 holds it for the whole run)
     store = ResultsStore(out, entries)
-    store.check_manifest(run_settings(cfg, settings))
+    store.check_manifest(settings.pinned(net_spec(cfg), source, device))
     dropped = store.repair(rank)
     if dropped:
         print(f"rank {rank}: dropped a torn last record ({dropped} bytes) from {store.shard_path(rank)}",
@@ -199,9 +154,13 @@ def cmd_run(args):
     _say(f"{len(entries)} codes, {len(done)} already done; rank {rank} of {world}: "
          f"{len(pending)} of its {len(share)} to evaluate", rank)
     if pending:
-        device = setup_device(cfg)
+        from evaluate.oracle import Oracle
+
         print_start_line("evaluate run", device, world, settings.amp)
-        evaluate_pending(cfg, settings, store, pending, len(share), rank, world, device)
+        t0 = time.perf_counter()
+        oracle = Oracle(cfg, settings, device)
+        _say(f"setup {time.perf_counter() - t0:.1f} s on {device}: {oracle.describe()}", rank)
+        evaluate_pending(oracle, store, pending, len(share), rank, world)
     barrier()
     if rank == 0:
         path = store.merge()
@@ -240,7 +199,7 @@ def cmd_fidelity(args):
     from evaluate.fidelity import fidelity_settings, format_table, run_fidelity
 
     settings = fidelity_settings(cfg)  # every setting read and checked before anything loads
-    from supernet.runtime import print_start_line, setup_device
+    from runtime.device import print_start_line, setup_device
 
     device = setup_device(cfg)
     print_start_line("evaluate fidelity", device, amp=settings[0][2].amp)
@@ -259,29 +218,31 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    from evaluate import proxy_run
+
     specs = (("run", RUN_FLAGS, cmd_run, "evaluate every code of an architecture list"),
              ("fidelity", FIDELITY_FLAGS, cmd_fidelity, "rank fidelity and speed of cheaper settings"),
              ("merge", [Flag("--archs", "evaluate.archs", str, "architecture list JSON"),
                         Flag("--out", "evaluate.out", str, "results directory")], cmd_merge,
-              "write results.json from complete shards"))
+              "write results.json from complete shards"),
+             ("proxies", proxy_run.FLAGS, proxy_run.command, "zero-cost proxies at random initialisation"))
     for name, flags, func, help_text in specs:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", default=default_config("demo"), help="YAML config (default: configs/demo.yaml)")
         add_flags(p, flags)
         p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. evaluate.subset=500)")
         p.set_defaults(func=func)
-    sub.add_parser("latency", help="measured subnet latency (see `python -m evaluate latency -h`)")
+    from evaluate import latency
+
+    latency.add_arguments(sub.add_parser("latency", help="measured latency of subnets (evaluate/latency.py)",
+                                         description=latency.__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 
 def main(argv=None):
     cpu_speed.default_threads()  # before Paddle is imported
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "latency":
-        from evaluate.latency import main as latency_main
-
-        return latency_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     return run_reporting_errors(args.func, args)
 
 

@@ -8,28 +8,19 @@ images and a restore of the statistics it changed. Nothing is built or loaded pe
 import time
 
 import paddle
-import paddle.nn.functional as F
 
 from encoding import KitError
+from runtime.amp import autocast
+from supernet.accuracy import batch_counts
 
-from .calibration import MODES, BNSnapshot, autocast, recalibrate
+from .calibration import MODES, BNSnapshot, recalibrate
 
 
 def amp_dtype(name, device, key="evaluate.amp"):
-    """The evaluation's AMP dtype (supernet.config.amp_dtype; a warning where it cannot apply)."""
-    from supernet.config import amp_dtype as parse
+    """The evaluation's AMP dtype (runtime.amp.amp_dtype; a warning where it cannot apply)."""
+    from runtime.amp import amp_dtype as parse
 
     return parse(name, device, key, warn=True)
-
-
-def batch_counts(logits, labels):
-    """[top-1 hits, top-5 hits (top-k, k = min(5, classes)), summed cross-entropy] of one batch, as a
-    float64 tensor on the device: the one place the kit counts accuracy (evaluation and pretrain.py)."""
-    logits = logits.astype("float32")
-    k = min(5, logits.shape[1])
-    hits = (paddle.topk(logits, k=k, axis=1).indices == labels.unsqueeze(1)).astype("float64")
-    loss = F.cross_entropy(logits, labels, reduction="sum").astype("float64")
-    return paddle.stack([hits[:, 0].sum(), hits.sum(), loss.reshape([])])
 
 
 def evaluate_model(model, eval_set, batch_size, amp=None):

@@ -15,13 +15,12 @@ import time
 
 import numpy as np
 
-from encoding import KitError
+from encoding import KitError, net_spec
 from encoding.archlist import seeded_subset
-from supernet.config import apply_protocol, get, set_key
+from infra.config import get, set_key
 
-from .evaluator import evaluator_of
-from .inputs import build_calibration_batches, build_eval_set, load_supernet
-from .settings import EvalSettings
+from .oracle import Oracle, build_calibration_batches, build_eval_set
+from .settings import EvalSettings, apply_protocol
 
 METRICS = ("top1", "top5", "loss")
 FIXED_SECTIONS = ("model", "device")
@@ -95,9 +94,9 @@ def run_fidelity(cfg, settings, entries, device, log=print):
     top_fraction = float(get(cfg, "evaluate.fidelity.top_fraction", 0.1))
     sample = sample_entries(entries, get(cfg, "evaluate.fidelity.sample"), get(cfg, "evaluate.fidelity.seed", 0))
     on_gpu = device.startswith("gpu")
-    model = load_supernet(cfg, settings[0][2])
+    model = settings[0][2].source().load(net_spec(cfg))  # one supernet, shared by every setting
     eval_cache, calib_cache = {}, {}
-    rows, evaluators = [], []
+    rows, oracles = [], []
     for name, c, s in settings:
         t0 = time.perf_counter()
         ekey = json.dumps([s.images(), s.cache, s.cache_dtype], sort_keys=True)
@@ -107,20 +106,20 @@ def run_fidelity(cfg, settings, entries, device, log=print):
         if ckey not in calib_cache:
             calib_cache[ckey] = build_calibration_batches(c, s)
         mode = s.calibration.mode
-        evaluators.append(evaluator_of(model, eval_cache[ekey], calib_cache[ckey], s, device))
+        oracles.append(Oracle(c, s, device, model=model, eval_set=eval_cache[ekey], calib_batches=calib_cache[ckey]))
         rows.append({"name": name, "images": len(eval_cache[ekey]), "resolution": int(eval_cache[ekey].shape[-1]),
                      "amp": str(s.amp or "none"),
                      "calibration": mode, "calibration_batches": len(calib_cache[ckey]) if mode == "recalibrate" else 0,
                      "setup_seconds": time.perf_counter() - t0, "results": []})
-    for ev in evaluators:  # warm-up (kernel selection, allocator) outside the timed loop
-        ev.evaluate(sample[0].code)
+    for oracle in oracles:  # warm-up (kernel selection, allocator) outside the timed loop
+        oracle.score_one(sample[0].code)
     # Subnet by subnet through every setting, rotating which goes first: a machine that gets
     # busier or quieter during the run then slows all settings alike, so the speed-ups hold.
     seconds = [0.0] * len(settings)
     for n, entry in enumerate(sample):
         for k in range(len(settings)):
             j = (n + k) % len(settings)
-            r = evaluators[j].evaluate(entry.code)
+            r = oracles[j].score_one(entry.code)
             seconds[j] += r["seconds"]
             rows[j]["results"].append({"id": entry.id, **{key: r[key] for key in METRICS}})
     for row, total in zip(rows, seconds, strict=True):

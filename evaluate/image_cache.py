@@ -15,6 +15,8 @@ import numpy as np
 import paddle
 
 from encoding import KitError
+from imagedata.loaders import gather  # noqa: F401 (the decoder of the cache; moved down for supernet.calibration)
+from supernet.calibration import calibration_indices  # noqa: F401 (moved down beside the recalibration)
 
 CACHE_PLACES = ("auto", "device", "host")
 CACHE_DTYPES = ("float32", "float16", "uint8")
@@ -22,7 +24,7 @@ CACHE_DTYPES = ("float32", "float16", "uint8")
 
 class TensorSet:
     """Images (N, C, H, W) and int64 labels (N,), on the device or in host memory; uint8 images
-    need `normalize` (supernet.data.Normalize), applied per batch on the device."""
+    need `normalize` (imagedata.Normalize), applied per batch on the device."""
 
     def __init__(self, images, labels, on_device, normalize=None):
         self.on_device = on_device
@@ -55,37 +57,6 @@ class TensorSet:
             elif x.dtype != paddle.float32:
                 x = x.astype("float32")
             yield x, y
-
-
-def gather(dataset, indices, num_workers=0, seed=0, batch_size=256):
-    """Decode the items at `indices` (in that order) into (images uint8, labels int64) arrays, not
-    normalised (`dataset.normalize` does that).
-
-    Goes through the data package's loader once, so ImageNet JPEGs decode in `num_workers`
-    processes; `seed` is the augmentation seed of the item keys (calibration with train
-    transforms). One preallocated array is filled: a list plus a stack would need twice the memory.
-    """
-    from supernet.data import build_loader
-
-    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if indices.size == 0:
-        raise KitError("no images selected for the cache (empty dataset or subset size 0)")
-    loader = build_loader(dataset.subset(indices), batch_size, shuffle=False, drop_last=False,
-                          num_workers=num_workers, seed=seed, exact_shards=True, num_replicas=1, rank=0,
-                          normalize=False)
-    images = labels = None
-    pos = 0
-    for x, y in loader:
-        x, y = x.numpy(), y.numpy().reshape(-1)
-        if images is None:
-            images = np.empty((indices.size,) + x.shape[1:], dtype=x.dtype)
-            labels = np.empty(indices.size, dtype=np.int64)
-        images[pos:pos + len(x)] = x
-        labels[pos:pos + len(x)] = y
-        pos += len(x)
-    if pos != indices.size:
-        raise KitError(f"the loader returned {pos} images for {indices.size} indices")
-    return images, labels
 
 
 def choose_place(nbytes, place, device_gb, on_gpu, what="evaluation set"):
@@ -125,17 +96,16 @@ def to_cache_dtype(images, dtype, normalize=None, chunk=256):
 
 def make_tensor_set(images, labels, place="auto", device_gb=4.0, dtype="float32", on_gpu=False,
                     what="evaluation set", normalize=None):
+    """The cache of `images` (uint8 pixels or float arrays) as `dtype`, where `place` says. With
+    place 'auto' on a GPU, float32 images that do not fit in `device_gb` while their uint8 pixels
+    do are kept as uint8 on the device (normalised per batch there by the same `normalize` that would
+    have made the float32 cache, so the same numbers): the host fallback copies every batch to the
+    device again for every subnet, blocking and unpinned (ImageNet's 50,000 val images: 30 GB as
+    float32, 7.5 GB as uint8)."""
+    if (place == "auto" and on_gpu and dtype == "float32" and normalize is not None
+            and getattr(images, "dtype", None) == np.uint8
+            and images.nbytes * 4 > float(device_gb) * 2**30 >= images.nbytes):
+        dtype = "uint8"
     images = to_cache_dtype(images, dtype, normalize)
     where = choose_place(images.nbytes, place, device_gb, on_gpu, what)
     return TensorSet(images, labels, on_device=(where == "device"), normalize=normalize)
-
-
-def calibration_indices(num_items, num_batches, batch_size, seed):
-    """K*B distinct training-split indices from a seeded generator (with replacement only when
-    the split is smaller than K*B), split into K batches."""
-    total = int(num_batches) * int(batch_size)
-    if num_batches < 1 or batch_size < 1:
-        raise KitError(f"calibration needs batches >= 1 and batch_size >= 1, got {num_batches} and {batch_size}")
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(num_items, size=total, replace=total > num_items)
-    return idx.reshape(num_batches, batch_size)

@@ -8,12 +8,19 @@ two tables, and of each with MACs, over their common codes.
 
     python -m evaluate latency --config configs/demo.yaml --archs ARCHS.json
         [--sample 20] [--batch-sizes 1,32] [--out latency.json] [key=value ...]
+    python -m evaluate latency ... --runtime paddle-inference|onnxruntime   (the exported model)
     python -m evaluate latency --compare A.json B.json [--pair 1:32] [--flag-below 0.9]
 
 Each code becomes a plain static subnet (`supernet.static.build_static`, random weights: latency
 does not depend on them) in eval mode; every batch size gets untimed warm-up runs, then timed
 runs, each ended by a device synchronisation, reported as median and interquartile range
 (pooled over `rounds` passes in shuffled order, so a busy spell does not single out codes).
+
+`runtime` says what runs it: 'dygraph' (Paddle's eager forward, the default), 'paddle-inference'
+(the subnet exported by `supernet.export` and loaded with paddle.inference) or 'onnxruntime' (its
+ONNX conversion, paddle2onnx + ONNX Runtime on the CPU: requirements-export.txt). Predictors use
+OMP_NUM_THREADS threads. The table records the runtime, so `--compare` of two runtimes' tables over
+the same codes is OneProxy's latency monotonicity: does one runtime rank subnets as another does?
 """
 
 import argparse
@@ -25,13 +32,14 @@ import time
 
 import numpy as np
 
-from encoding import DOCUMENTED, CodeError, KitError, costs, read_arch_list, run_reporting_errors
+from encoding import DOCUMENTED, CodeError, KitError, costs, net_spec, read_arch_list, run_reporting_errors
 from encoding.archlist import seeded_subset
+from infra import config as C
 from infra.atomic import atomic_write_json
-from supernet import config as C
 
 TABLE_KIND = "nas-latency-table"
 TABLE_FORMAT = 1
+RUNTIMES = ("dygraph", "paddle-inference", "onnxruntime")
 
 FLAGS = (
     C.Flag("--archs", "latency.archs", str, "architecture list JSON (challenge format)"),
@@ -43,6 +51,7 @@ FLAGS = (
     C.Flag("--repeats", "latency.repeats", int, "timed runs per code, batch size and round"),
     C.Flag("--rounds", "latency.rounds", int, "passes over the codes, each in a new shuffled order"),
     C.Flag("--device", "device", str, "auto | cpu | gpu"),
+    C.Flag("--runtime", "latency.runtime", str, "what runs the subnets: " + " | ".join(RUNTIMES)),
     C.Flag("--out", "latency.out", str, "where to write the latency table (JSON)"),
 )
 
@@ -96,7 +105,11 @@ def settings(cfg):
         "rounds": _opt_int(cfg, "latency.rounds", 1) or 1,
         "out": C.get(cfg, "latency.out", None),
         "device": C.get(cfg, "device", "auto"),
+        "runtime": C.get(cfg, "latency.runtime", None) or "dygraph",
+        "opset": C.get(cfg, "export.opset", None) or 13,
     }
+    if s["runtime"] not in RUNTIMES:
+        raise LatencyError(f"latency.runtime must be one of {', '.join(RUNTIMES)}, got {s['runtime']!r}")
     if not s["archs"]:
         raise LatencyError("latency.archs is not set: give --archs ARCHS.json (or latency.archs=...)")
     if s["repeats"] is None:
@@ -142,17 +155,53 @@ def time_forward(model, x, warmup, repeats, sync):
     return times
 
 
-def measure(entries, spec, batch_sizes, resolution, warmup, repeats, seed=0, rounds=1, progress=None):
+class Exported:
+    """Each code's static subnet exported once (into a temporary folder) and loaded in `runtime`."""
+
+    def __init__(self, runtime, spec, resolution, opset=13, threads=None, gpu=False):
+        import tempfile
+
+        from supernet import export as X
+
+        if runtime == "onnxruntime":  # before any timing: a missing package is one line
+            X.require("paddle2onnx")
+            X.require("onnxruntime")
+        self.X, self.runtime, self.spec, self.resolution = X, runtime, spec, resolution
+        self.opset, self.threads, self.gpu = opset, threads or X.default_threads(), gpu
+        self.root = tempfile.mkdtemp(prefix="nas-latency-")
+
+    def predictor(self, index, model):
+        folder = os.path.join(self.root, str(index))
+        if not os.path.isdir(folder):
+            os.makedirs(folder + ".part")
+            self.X.save_inference(model, folder + ".part", self.spec, self.resolution)
+            if self.runtime == "onnxruntime":
+                self.X.save_onnx(folder + ".part", self.opset)
+            os.rename(folder + ".part", folder)
+        return self.X.load_predictor(folder, self.runtime, threads=self.threads, gpu=self.gpu)
+
+    def close(self):
+        import shutil
+
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def measure(entries, spec, batch_sizes, resolution, warmup, repeats, seed=0, rounds=1, progress=None,
+            runtime="dygraph", opset=13):
     """One row per entry: id, code, MACs, params and per batch size median/IQR milliseconds.
 
     With rounds > 1 the codes are timed `rounds` times, in a freshly shuffled order each round,
     and each code's runs are pooled: a slow spell of a shared machine then spreads over many
-    codes instead of slowing whichever ones happened to be timed during it.
+    codes instead of slowing whichever ones happened to be timed during it. With a runtime other
+    than 'dygraph' the same model (same seed, same weights) is exported and run by that runtime.
     """
     import paddle
     from tqdm import tqdm
 
     from supernet.static import build_static
+
+    if runtime not in RUNTIMES:
+        raise LatencyError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
 
     archs = []
     for e in entries:
@@ -165,20 +214,30 @@ def measure(entries, spec, batch_sizes, resolution, warmup, repeats, seed=0, rou
     rng = np.random.default_rng(seed)
     orders = [np.arange(len(archs))] + [rng.permutation(len(archs)) for _ in range(rounds - 1)]
     samples = [{bs: [] for bs in batch_sizes} for _ in archs]
-    bar = tqdm(total=rounds * len(archs), desc="latency", unit="subnet",
+    bar = tqdm(total=rounds * len(archs), desc=f"latency ({runtime})", unit="subnet",
                disable=None if progress is None else not progress, file=sys.stderr)
-    with bar:
-        for order in orders:
-            for i in order:
-                paddle.seed(seed)
-                model = build_static(archs[i], spec)
-                model.eval()
-                for bs in batch_sizes:
-                    x = paddle.randn([bs, spec.in_channels, resolution, resolution])
-                    samples[i][bs].extend(time_forward(model, x, warmup, repeats, sync))
-                    del x
-                del model
-                bar.update(1)
+    exported = (Exported(runtime, spec, resolution, opset, gpu=paddle.device.get_device().startswith("gpu"))
+                if runtime != "dygraph" else None)
+    try:
+        with bar:
+            for order in orders:
+                for i in order:
+                    paddle.seed(seed)
+                    model = build_static(archs[i], spec)
+                    model.eval()
+                    if exported is not None:
+                        model = exported.predictor(i, model)
+                    for bs in batch_sizes:
+                        x = paddle.randn([bs, spec.in_channels, resolution, resolution])
+                        if exported is not None:
+                            x = x.numpy()
+                        samples[i][bs].extend(time_forward(model, x, warmup, repeats, sync))
+                        del x
+                    del model
+                    bar.update(1)
+    finally:
+        if exported is not None:
+            exported.close()
     rows = []
     for e, arch, p, m, runs in zip(entries, archs, params, macs, samples, strict=True):
         per_bs = {}
@@ -195,6 +254,21 @@ def _device_name(paddle, device):
     from infra.ledger import cpu_name
 
     return f"cpu ({cpu_name()})"
+
+
+def runtime_versions(runtime):
+    """The versions of what ran the subnets beyond Paddle (paddle2onnx and ONNX Runtime)."""
+    if runtime != "onnxruntime":
+        return {}
+    import onnxruntime
+    import paddle2onnx
+
+    return {"paddle2onnx": paddle2onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def table_runtime(table):
+    """The runtime a table was measured in (tables from before runtimes existed: dygraph)."""
+    return table.get("runtime") or "dygraph"
 
 
 def input_resolution(cfg, entries):
@@ -219,7 +293,7 @@ def input_resolution(cfg, entries):
 def run(cfg, config_path=None, progress=None):
     """Measure per the config's `latency:` section, write the table atomically, return it."""
     s = settings(cfg)
-    spec = C.net_spec(cfg)
+    spec = net_spec(cfg)
     entries = select_entries(read_arch_list(s["archs"]), s["sample"], s["seed"])
     if not entries:
         raise LatencyError(f"{s['archs']}: the architecture list is empty")
@@ -227,15 +301,17 @@ def run(cfg, config_path=None, progress=None):
 
     import paddle
 
-    from supernet.runtime import select_device
+    from runtime.device import select_device
 
     device = select_device(s["device"])
     rows = measure(entries, spec, s["batch_sizes"], resolution, s["warmup"], s["repeats"],
-                   seed=s["seed"], rounds=s["rounds"], progress=progress)
+                   seed=s["seed"], rounds=s["rounds"], progress=progress, runtime=s["runtime"], opset=s["opset"])
     table = {
         "kind": TABLE_KIND,
         "format": TABLE_FORMAT,
-        "device": _device_name(paddle, device),
+        "device": _device_name(paddle, "cpu" if s["runtime"] == "onnxruntime" else device),
+        "runtime": s["runtime"],
+        "runtime_versions": runtime_versions(s["runtime"]),
         "paddle_version": paddle.__version__,
         "threads": {
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
@@ -344,7 +420,8 @@ def _main_compare(args):
     a, b = load_table(path_a), load_table(path_b)
     names = (path_a, path_b) if path_a != path_b else (f"{path_a} [A]", f"{path_b} [B]")
     for name, t in zip(names, (a, b), strict=True):
-        print(f"{name}: {t.get('device')}, Paddle {t.get('paddle_version')}, {t.get('resolution')} px, "
+        print(f"{name}: {table_runtime(t)} on {t.get('device')}, Paddle {t.get('paddle_version')}, "
+              f"OMP_NUM_THREADS {(t.get('threads') or {}).get('OMP_NUM_THREADS')}, {t.get('resolution')} px, "
               f"{len(t['codes'])} codes")
     low = 0
     for r in compare(a, b, pairs=args.pair, names=names):
@@ -365,7 +442,7 @@ def _main_run(args):
     cfg = C.resolve(args.config, args, FLAGS, args.overrides)
     table = run(cfg, config_path=args.config)
     rows = table["codes"]
-    print(f"wrote {len(rows)} codes x batch sizes {table['batch_sizes']} on {table['device']} "
+    print(f"wrote {len(rows)} codes x batch sizes {table['batch_sizes']} in {table['runtime']} on {table['device']} "
           f"at {table['resolution']} px to {C.get(cfg, 'latency.out')}")
     for bs in table["batch_sizes"]:
         med = np.array([r["latency"][str(bs)]["median_ms"] for r in rows])
@@ -377,10 +454,8 @@ def _main_run(args):
     return 0
 
 
-def main(argv=None):
-    """`python -m evaluate latency ...` (argv: the arguments after the word `latency`)."""
-    parser = argparse.ArgumentParser(prog="python -m evaluate latency", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser):
+    """The latency command's arguments (its own parser, or `python -m evaluate latency`'s subparser)."""
     parser.add_argument("--config", default=C.default_config("demo"), help="YAML config (default: demo)")
     C.add_flags(parser, FLAGS)
     parser.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
@@ -391,10 +466,19 @@ def main(argv=None):
     parser.add_argument("--flag-below", type=float, default=0.9,
                         help="with --compare: mark rank correlations below this (default 0.9)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
-    return run_reporting_errors(_dispatch, parser.parse_args(argv))
+    parser.set_defaults(func=run_command)
+    return parser
 
 
-def _dispatch(args):
+def main(argv=None):
+    """`python -m evaluate latency ...` (argv: the arguments after the word `latency`)."""
+    parser = argparse.ArgumentParser(prog="python -m evaluate latency", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return run_reporting_errors(run_command, add_arguments(parser).parse_args(argv))
+
+
+def run_command(args):
+    """Measure, or with --compare compare two tables."""
     if args.compare:
         given = [f.option for f in FLAGS if getattr(args, "cfg__" + f.key.replace(".", "__")) is not None]
         if given or args.overrides:

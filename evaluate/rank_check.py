@@ -17,8 +17,7 @@ class RankCheck:
     def __init__(self, cfg, rc, rank=0, world=1):
         import paddle
 
-        from .evaluator import evaluator_of
-        from .inputs import build_calibration_batches, build_eval_set
+        from .oracle import Oracle, build_calibration_batches, build_eval_set
         from .settings import EvalSettings
 
         entries = read_arch_list(rc["gt"])
@@ -36,7 +35,7 @@ class RankCheck:
         settings = EvalSettings.from_config(cfg)
         eval_set = build_eval_set(cfg, settings, on_gpu=device.startswith("gpu"))
         calib = build_calibration_batches(cfg, settings)
-        self.make = lambda model: evaluator_of(model, eval_set, calib, settings, device)
+        self.make = lambda model: Oracle(cfg, settings, device, model=model, eval_set=eval_set, calib_batches=calib)
 
     def run(self, model):
         """{'kendall_tau', 'pearson', 'archs', 'mean_top1', 'seconds'} (tau/pearson None if undefined)."""
@@ -44,8 +43,8 @@ class RankCheck:
 
         t0 = time.perf_counter()
         active = model.active_arch
-        evaluator = self.make(model)
-        mine = {e.id: evaluator.evaluate(e.code)["top1"] for e in self.entries[self.rank::self.world]}
+        oracle = self.make(model)
+        mine = {e.id: oracle.score_one(e.code)["top1"] for e in self.entries[self.rank::self.world]}
         model.set_active(active)
         if self.world > 1:
             parts = []

@@ -7,8 +7,9 @@ newline, or not JSON). The merge into `results.json` (list order, atomic rename)
 when every id has a record; since it always re-reads the shards, running it twice, from any
 rank or any later invocation, writes the same file and never duplicates a record.
 
-A `manifest.json` beside the shards pins the architecture list and evaluation settings, so a
-directory can never mix results of two different runs.
+A `manifest.json` beside the shards pins the architecture list and evaluation settings (and the device
+kind with its float32 math, when the caller pins it), so a directory can never mix results of two
+different runs, nor CPU and GPU shards.
 """
 
 import glob
@@ -18,13 +19,27 @@ import os
 
 from encoding import KitError
 from infra.atomic import atomic_write_text
-from infra.config_file import differences
+from infra.config import differences
 from infra.jsonl import JsonLines
 
 RESULT_KEYS = ("id", "code", "top1", "top5", "loss", "calibration", "seconds")
 SHARD_GLOB = "shard-*.jsonl"
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
+
+
+LEGACY_DEVICE = {"kind": "cpu"}
+
+
+def describe_device(facts):
+    """'cpu', or 'gpu (TF32 off)' / 'gpu (TF32 cuDNN on, cuBLAS off)', of runtime.device.precision_facts."""
+    kind = facts.get("kind", "?")
+    if kind != "gpu":
+        return kind
+    cudnn, cublas = facts.get("cudnn_tf32"), facts.get("cublas_tf32")
+    if cudnn == cublas:
+        return f"gpu (TF32 {'on' if cudnn else 'off'})"
+    return f"gpu (TF32 cuDNN {'on' if cudnn else 'off'}, cuBLAS {'on' if cublas else 'off'})"
 
 
 class ResultsStoreError(KitError):
@@ -77,11 +92,13 @@ def read_shard(path):
 
 
 class ResultsStore:
-    """The results directory of one architecture list (`entries`: ArchEntry-like with .id, .code)."""
+    """The results directory of one architecture list (`entries`: ArchEntry-like with .id, .code);
+    `keys`: the fields each record keeps (evaluate run's by default; the proxy run names its own)."""
 
-    def __init__(self, out_dir, entries):
+    def __init__(self, out_dir, entries, keys=RESULT_KEYS):
         self.out_dir = os.fspath(out_dir)
         self.entries = list(entries)
+        self.keys = tuple(keys)
         self.index = {e.id: i for i, e in enumerate(self.entries)}
         if len(self.index) != len(self.entries):
             raise ResultsStoreError("architecture list has duplicate ids")
@@ -120,7 +137,16 @@ class ResultsStore:
             if old.get("list_sha256") != manifest["list_sha256"]:
                 raise ResultsStoreError(f"{self.out_dir} holds results of a different architecture list "
                                         f"({old.get('count')} codes); use another --out directory")
-            changed = differences(old.get("settings", {}), manifest["settings"])
+            old_settings = dict(old.get("settings", {}))
+            if "device" in manifest["settings"]:
+                # manifests from before the device was pinned were written by CPU runs
+                old_settings.setdefault("device", LEGACY_DEVICE)
+                was, now = old_settings["device"], manifest["settings"]["device"]
+                if was != now:
+                    raise ResultsStoreError(f"{self.out_dir} holds results computed on {describe_device(was)}, this "
+                                            f"run computes on {describe_device(now)}: their numbers differ, so they "
+                                            f"do not mix; use another --out directory or the same device")
+            changed = differences(old_settings, manifest["settings"])
             if changed:
                 raise ResultsStoreError(f"{self.out_dir} holds results computed with other settings "
                                         f"({'; '.join(changed)}); use another --out directory or restore the settings")
@@ -179,7 +205,7 @@ class ResultsStore:
         """One record, one line, on disk before this returns (flush + fsync)."""
         if self._file is None:
             raise RuntimeError("ResultsStore.append before open()")
-        self._file.write({k: record[k] for k in RESULT_KEYS})
+        self._file.write({k: record[k] for k in self.keys})
 
     def close(self):
         if self._file is not None:
@@ -197,6 +223,6 @@ class ResultsStore:
         done = self.records()
         if len(done) < len(self.entries):
             return None
-        lines = [json.dumps({k: done[e.id][k] for k in RESULT_KEYS}) for e in self.entries]
+        lines = [json.dumps({k: done[e.id][k] for k in self.keys}) for e in self.entries]
         atomic_write_text(self.results_path, "[\n" + ",\n".join(lines) + "\n]\n")
         return self.results_path

@@ -5,14 +5,16 @@ evaluation code takes instead of the raw config (the `model:` section becomes a 
     settings.calibration.mode, settings.batch_size, settings.images(), settings.weights
 """
 
+import copy
 import json
 import os
 from dataclasses import dataclass
 
 from encoding import KitError
-from supernet.config import AMP_DTYPES, get
+from infra.config import apply_protocol, get
+from runtime.amp import AMP_DTYPES
+from supernet.calibration import Calibration  # noqa: F401 (evaluate.settings.Calibration, as before)
 
-from .calibration import MODES
 from .image_cache import CACHE_DTYPES, CACHE_PLACES
 
 # Data keys that say where the files are or how fast they load, not what the images are.
@@ -58,16 +60,6 @@ def weights_source(cfg):
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """`evaluate.calibration`: how BN statistics are set per subnet (mode 'none': stored ones)."""
-    mode: str
-    batches: int | None
-    batch_size: int | None
-    seed: int | None
-    augment: bool | None
-
-
-@dataclass(frozen=True)
 class EvalSettings:
     """The `evaluate:` section (and what the images are, from `data:`), checked and frozen."""
     split: str
@@ -89,20 +81,13 @@ class EvalSettings:
 
     @classmethod
     def from_config(cls, cfg):
-        """Read and check the section; bad values are refused before anything is loaded or written."""
+        """Read and check the section (the keys left null filled from `evaluate.protocol`'s preset);
+        bad values are refused before anything is loaded or written."""
+        cfg = apply_protocol(copy.deepcopy(cfg))
         amp = get(cfg, "evaluate.amp", None)
         if str(amp).lower() not in AMP_DTYPES and amp not in (None, False):
             raise KitError(f"evaluate.amp must be one of none, bf16, fp16, got {amp!r}")
-        mode = _choice(cfg, "evaluate.calibration.mode", MODES)
-        recal = mode == "recalibrate"
-        calibration = Calibration(
-            mode=mode,
-            batches=_int(cfg, "evaluate.calibration.batches") if recal else get(cfg, "evaluate.calibration.batches",
-                                                                                  None),
-            batch_size=(_int(cfg, "evaluate.calibration.batch_size") if recal
-                        else get(cfg, "evaluate.calibration.batch_size", None)),
-            seed=get(cfg, "evaluate.calibration.seed", None),
-            augment=get(cfg, "evaluate.calibration.augment", None))
+        calibration = Calibration.from_config(cfg)
         return cls(
             split=_choice(cfg, "evaluate.split", ("train", "val")),
             subset=_int(cfg, "evaluate.subset", 0, optional=True),
@@ -129,6 +114,34 @@ class EvalSettings:
             raise KitError(ONE_SOURCE)
         return self.given_weights
 
+    def source(self):
+        """The weights source (supernet.weights.WeightsSource) of --checkpoint / --official / --fewshot."""
+        from supernet.weights import WeightsSource
+
+        kind, path = self.weights
+        return WeightsSource(kind, path, reorder=self.reorder)
+
+    def pinned(self, spec, source, device=None):
+        """What decides the numbers of an evaluation (a results manifest pins it): the weights' digest,
+        the model spec, the images, the calibration batches and the precision; with `device` (the one the
+        run computes on) also the device kind and its float32 math (runtime.device.precision_facts: TF32)."""
+        from infra.atomic import file_digest
+
+        device_facts = {}
+        if device is not None:
+            from runtime.device import precision_facts
+
+            device_facts = {"device": precision_facts(device)}
+        return {
+            "weights": {"kind": source.kind, "sha256": "+".join(file_digest(p) for p in source.files()),
+                        **({"reorder": source.reorder} if source.kind == "official" else {})},
+            "model": spec.to_dict(),
+            "eval": self.images(),
+            "calibration": self.calibration_batches(),
+            "amp": str(self.amp),
+            **device_facts,
+        }
+
     def images(self):
         """What decides which images (and pixels) every subnet is evaluated on (pinned in a manifest)."""
         return {"data": json.loads(self.data), "split": self.split, "subset": self.subset,
@@ -136,8 +149,4 @@ class EvalSettings:
 
     def calibration_batches(self):
         """What decides the calibration batches (all but `mode` are moot for mode 'none')."""
-        c = self.calibration
-        if c.mode == "none":
-            return {"mode": "none"}
-        return {"mode": c.mode, "data": json.loads(self.data), "batches": c.batches, "batch_size": c.batch_size,
-                "seed": c.seed, "augment": c.augment}
+        return self.calibration.pinned(json.loads(self.data))

@@ -5,7 +5,8 @@ Training time is not energy (EA-HAS-Bench), so every phase records wall seconds,
 joules, with the method that produced the joules:
   'nvml_energy_counter'     GPU cumulative energy counter (Volta and newer), read before/after;
   'nvml_power_integration'  GPU power polled at >= 10 Hz in a thread, integrated (older GPUs);
-  'rapl'                    CPU package energy from /sys/class/powercap (when readable);
+  'rapl'                    CPU package energy from /sys/class/powercap (when readable), read by the
+                            node's first rank only ('rapl_by_local_rank_0': 0 J on the others);
   'none'                    nothing readable: energy is null, not a guess.
 NVML comes from the optional `nvidia-ml-py` package (`import pynvml`); without it, or without
 a GPU, the ledger still records time. Paddle is not imported here: the ledger must be cheap to
@@ -40,11 +41,13 @@ METHOD_COUNTER = "nvml_energy_counter"
 METHOD_POWER = "nvml_power_integration"
 METHOD_RAPL = "rapl"
 METHOD_NONE = "none"
+METHOD_RAPL_ELSEWHERE = "rapl_by_local_rank_0"
 
 RUN_KINDS = {
     "supernet": "supernet training",
     "evaluate": "subnet evaluation",
     "standalone": "standalone training",
+    "search": "budgeted search",
 }
 
 RAPL_ROOT = "/sys/class/powercap"
@@ -228,6 +231,20 @@ class RaplReader(_PolledReader):
             self._prev[i] = after
 
 
+class CountedElsewhere(EnergyReader):
+    """A source another process of the node meters (RAPL on local rank 0): 0 J here, so the ranks'
+    ledgers add up to the node's energy once and no phase reads as unmeasured."""
+
+    def __init__(self, source, method, device_name=None):
+        self.source, self.method, self.device_name = source, method, device_name
+
+    def start(self):
+        pass
+
+    def stop(self):
+        return 0.0
+
+
 def rapl_reader(root=None, interval=5.0):
     """A RaplReader over the readable package zones under `root` (default RAPL_ROOT), or None
     (no RAPL, or energy_uj readable by root only, as on kernels patched for CVE-2020-8694)."""
@@ -332,16 +349,29 @@ def cpu_name():
     return platform.processor() or platform.machine() or "cpu"
 
 
-def default_readers(gpu=True, gpu_index=None):
-    """Readers for this process: the rank's GPU (when `gpu`) and the CPU packages, if readable."""
+def local_rank(env=None):
+    """This process's rank on its node (`paddle.distributed.launch` sets PADDLE_LOCAL_RANK); 0 alone."""
+    env = os.environ if env is None else env
+    value = str(env.get("PADDLE_LOCAL_RANK") or env.get("PADDLE_RANK_IN_NODE") or "0").strip()
+    return int(value) if value.isdigit() else 0
+
+
+def default_readers(gpu=True, gpu_index=None, cpu=None):
+    """Readers for this process: the rank's GPU (when `gpu`) and the CPU packages, if readable.
+
+    `cpu` None: only on the node's first rank (local rank 0). RAPL counts the whole package, every
+    core of every rank on the node, so a reader per rank would count the node's CPU energy once per
+    rank (8x on an 8-GPU node) when the ranks' ledgers are added up."""
     readers = []
     if gpu:
         r = gpu_reader(gpu=gpu_index)
         if r is not None:
             readers.append(r)
+    if cpu is None:
+        cpu = local_rank() == 0
     r = rapl_reader()
     if r is not None:
-        readers.append(r)
+        readers.append(r if cpu else CountedElsewhere(r.source, METHOD_RAPL_ELSEWHERE, r.device_name))
     return readers
 
 

@@ -6,7 +6,7 @@ run`) takes the lock first, then sweeps the temporary files a killed writer left
 folder and the holder's pid and host. The lock is `flock` on `<folder>/.lock`: the kernel drops
 it when the holding process dies, however it dies, so a killed run never blocks its rerun (a
 stale `.lock` file is harmless). Under `paddle.distributed.launch` only rank 0 takes it, one
-lock per run (`supernet.runtime.claim_run_folder`).
+lock per run (`runtime.device.claim_run_folder`).
 
 `flock` is exact on a local filesystem. On NFS, Linux maps it to POSIX locks, which hold across
 machines only where the server's lock manager works; some cluster filesystems keep it local to

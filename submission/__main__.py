@@ -34,17 +34,35 @@ def _print_problems(problems, limit, file):
 
 
 def _make(args):
+    from .make import blend_file, parse_component
+
+    if bool(args.blend) == bool(args.results):
+        raise SubmissionError("give --results (one evaluation, with --metric) or --blend components, not both"
+                              if args.blend else "give --results RESULTS.json (or --blend components)")
     archs = read_arch_list(args.archs)
     try:
-        entries, notes = make_file(args.results, archs, args.out, metric=args.metric, unit=args.unit)
+        if args.blend:
+            if args.metric is not None:
+                raise SubmissionError("--metric is part of each --blend component (METRIC@RESULTS=WEIGHT)")
+            from .baselines import cost_setting_from_config
+
+            components = [parse_component(text) for text in args.blend]
+            spec, resolution = cost_setting_from_config(args.config)
+            entries, notes = blend_file(components, archs, args.out, unit=args.unit, spec=spec, resolution=resolution)
+        else:
+            entries, notes = make_file(args.results, archs, args.out, metric=args.metric or "top1", unit=args.unit)
     except SubmissionError as e:
         print(f"refusing to write {args.out}: {e.headline}", file=sys.stderr)
         _print_problems(e.problems, args.limit, sys.stderr)
         return 1
     for note in notes:
         print(f"note: {note}")
-    print(f"wrote {len(entries)} entries to {args.out} (metric {args.metric}, unit {args.unit}, "
-          f"order of {args.archs})")
+    what = "blend" if args.blend else f"metric {args.metric or 'top1'}"
+    print(f"wrote {len(entries)} entries to {args.out} ({what}, unit {args.unit}, order of {args.archs})")
+    if args.blend:
+        from .make import blend_path
+
+        print(f"components: {blend_path(args.out)} (python -m submission score shows each beside the blend)")
     return 0
 
 
@@ -139,10 +157,16 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("make", help="write the submission file from evaluator results")
-    p.add_argument("--results", required=True, help="evaluator results.json (list of records, or object keyed by id)")
+    p.add_argument("--results", help="evaluator results.json (list of records, or object keyed by id)")
     p.add_argument("--archs", required=True, help="the official architecture list (sets ids, codes and order)")
     p.add_argument("--out", required=True, help="submission file to write (atomically; untouched on refusal)")
-    p.add_argument("--metric", default="top1", choices=sorted(METRICS), help="result field to submit (default top1)")
+    p.add_argument("--metric", default=None, choices=sorted(METRICS), help="result field to submit (default top1); "
+                   "proxies (zen, synflow, naswot, gradnorm) are min-max scaled into [0, 1]")
+    p.add_argument("--blend", action="append", metavar="METRIC@RESULTS=WEIGHT",
+                   help="instead of --results: a component of a rank blend (repeat it), e.g. top1@eval/results.json=2 "
+                        "zen@proxies/results.json=1 macs=1 (macs, params: counted from the codes with --config)")
+    p.add_argument("--config", default=None,
+                   help="with --blend macs/params: kit config whose model: section counts them")
     p.add_argument("--unit", default="fraction", choices=sorted(UNITS), help="unit of acc in the submission")
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="problems shown per kind (0 = all)")
     p.set_defaults(run=_make)

@@ -2,11 +2,11 @@
 
 A supernet ranking that does not beat MACs or parameter count is worthless, so every score
 report carries them. The network family comes from a config's `model:` section, read by
-`infra.config_file`, so the submission tools stay independent of the supernet package.
+`infra.config`, so the submission tools stay independent of the supernet package.
 """
 
 from encoding import CodeError, KitError, NetSpec, costs
-from infra.config_file import ConfigError, load_yaml
+from infra.config import ConfigError, load_yaml
 
 from .errors import SubmissionError
 

@@ -16,7 +16,7 @@ from .baselines import cost_baselines
 from .errors import MetricError, SubmissionError
 from .validate import Problem, acc_problem
 
-PREDICTORS = ("submission", "macs", "params")
+HEADERS = {"submission": "submission", "macs": "MACs", "params": "params"}
 
 
 def _entries(path, what):
@@ -80,6 +80,33 @@ def predictions_for(path, ids, codes):
     return pred
 
 
+def blend_components(submission_path, ids, pred):
+    """({label: values at `ids`}, note) from the blend file beside a submission (submission.make.blend_path);
+    ({}, None) without one, ({}, note) when it belongs to another submission (its acc differs)."""
+    import os
+
+    from .make import BLEND_KIND, blend_path
+
+    path = blend_path(submission_path)
+    if not os.path.exists(path):
+        return {}, None
+    data = jsonfile.load(path)
+    if not isinstance(data, dict) or data.get("kind") != BLEND_KIND or not isinstance(data.get("components"), list):
+        return {}, f"{path} is not a blend's components file: ignored"
+    acc = data.get("acc") or {}
+    if any(acc.get(i) != float(p) for i, p in zip(ids, pred, strict=True)):
+        return {}, f"{path} does not match this submission's acc (written for another): components not shown"
+    out, described = {}, []
+    for k, c in enumerate(data["components"], 1):
+        values = c.get("values") or {}
+        if not all(jsonfile.is_number(values.get(i)) for i in ids):
+            return {}, f"{path}: component {c.get('label')!r} lacks some scored ids: components not shown"
+        out[f"c{k} {c['metric']}"] = np.array([float(values[i]) for i in ids])
+        described.append(f"c{k} {c['metric']}: {c['label']}, weight {c['weight']:g}")
+    return out, (f"the submission blends the ranks of {len(out)} components ({path}); columns c1.. score each "
+                 f"alone:\n  " + "\n  ".join(described))
+
+
 def _require_spread(values, ids, what):
     if values.min() == values.max():
         raise SubmissionError(
@@ -111,7 +138,7 @@ def seed_noise(gt_path, ids, predictors, n_resamples=metrics.N_RESAMPLES, seed=0
         return None
     return {"ceiling": [{"label": label, **values} for label, values in rows],
             "seeds": len(next(iter(ceiling.seed_accs(gt).values()))),
-            "tau_vs_one_seed": {name: ceiling.tau_vs_one_seed(gt, dict(zip(ids, values.tolist())))
+            "tau_vs_one_seed": {name: ceiling.tau_vs_one_seed(gt, dict(zip(ids, values.tolist(), strict=True)))
                                 for name, values in predictors.items()},
             "projection": ceiling.projection(gt, n_resamples=n_resamples, seed=seed)}
 
@@ -126,7 +153,8 @@ def score(submission_path, gt_path, spec=None, split_seed=None, n_resamples=metr
     _require_spread(pred, ids, "submission acc values")
     _require_spread(truth, ids, "ground-truth accuracies")
     cost = cost_baselines(ids, codes, spec, resolution)
-    predictors = {"submission": pred, "macs": cost["macs"].astype(np.float64),
+    components, blend_note = blend_components(submission_path, ids, pred)
+    predictors = {"submission": pred, **components, "macs": cost["macs"].astype(np.float64),
                   "params": cost["params"].astype(np.float64)}
     kwargs = dict(n_resamples=n_resamples, seed=seed, level=level, max_size=max_size)
     tables = {name: _safe(metrics.score_table, values, truth, **kwargs) for name, values in predictors.items()}
@@ -135,6 +163,7 @@ def score(submission_path, gt_path, spec=None, split_seed=None, n_resamples=metr
         "net_spec": spec.to_dict(), "resolution": resolution, "predictors": tables,
         "bootstrap": {"n_resamples": n_resamples, "seed": seed, "level": level, "max_size": max_size},
         "split": None, "seed_noise": seed_noise(gt_path, ids, predictors, n_resamples=n_resamples, seed=seed),
+        "components": list(components), "blend_note": blend_note,
     }
     if split_seed is not None:
         half_a, half_b = split_halves(len(ids), split_seed)
@@ -163,18 +192,26 @@ def _ci_cell(table, name, width=16):
     return (f"[{ci['low']:.3f}, {ci['high']:.3f}]" if ci else "n/a").rjust(width)
 
 
+def _header(name, width=16):
+    text = HEADERS.get(name, name)
+    return text if len(text) < width else text[:width - 4] + "..."
+
+
 def format_report(report):
     tables = report["predictors"]
+    names = list(tables)  # the columns: submission, a blend's components, macs, params
     sub = tables["submission"]
     lines = [f"scored {report['n']} ground-truth entries of {report['submission']} against {report['ground_truth']}"]
     if report.get("resolution"):
         lines.append(f"MACs counted at {report['resolution']} px (the config's data.resolution)")
-    head = f"{'metric':<38}" + "".join(f"{name:>16}" for name in ("submission", "MACs", "params"))
+    if report.get("blend_note"):
+        lines.append(report["blend_note"])
+    head = f"{'metric':<38}" + "".join(f"{_header(name):>16}" for name in names)
     lines += [head, "-" * len(head)]
 
     def row(label, get):
         cells = []
-        for name in PREDICTORS:
+        for name in names:
             t = tables[name]
             cells.append(_cell(t if "error" in t else get(t), 16))
         lines.append(f"{label:<38}" + "".join(cells))
@@ -183,15 +220,15 @@ def format_report(report):
     if report["bootstrap"]["n_resamples"]:
         level = f"{report['bootstrap']['level']:.0%}"
         lines.append(f"{'   A ' + level + ' bootstrap interval':<38}"
-                     + "".join(_ci_cell(tables[n], "pearson_abs") for n in PREDICTORS))
+                     + "".join(_ci_cell(tables[n], "pearson_abs") for n in names))
     row("B  Kendall tau-b", lambda t: t["kendall_tau_b"])
     if report["bootstrap"]["n_resamples"]:
         lines.append(f"{'   B ' + level + ' bootstrap interval':<38}"
-                     + "".join(_ci_cell(tables[n], "kendall_tau_b") for n in PREDICTORS))
+                     + "".join(_ci_cell(tables[n], "kendall_tau_b") for n in names))
     noise = report.get("seed_noise")
     if noise:
         lines.append(f"{'   B against one seed (mean of ' + str(noise['seeds']) + ')':<38}"
-                     + "".join(_cell(noise["tau_vs_one_seed"][n], 16) for n in PREDICTORS))
+                     + "".join(_cell(noise["tau_vs_one_seed"][n], 16) for n in names))
     row("Spearman rho", lambda t: t["spearman"])
     row("weighted Kendall tau", lambda t: t["weighted_tau"])
     if "error" not in sub:
@@ -199,7 +236,7 @@ def format_report(report):
             row(f"precision@{key} (K={p['k']})", lambda t, key=key: t["precision_at_k"][key]["value"])
         top = sub["topk_kendall"]
         row(f"Kendall tau in true top {top['frac']:.0%} (K={top['k']})", lambda t: t["topk_kendall"]["value"])
-    for name in PREDICTORS:
+    for name in names:
         t = tables[name]
         if "error" in t:
             lines.append(f"note: {name}: {t['error']}")
@@ -221,8 +258,8 @@ def format_report(report):
     split = report["split"]
     if split:
         lines.append(f"A/B split (seed {split['seed']}): A on {split['n_a']} ids, B on the other {split['n_b']}")
-        lines.append(f"{'   A |Pearson| on half 1':<38}" + "".join(_cell(split[n]["A"], 16) for n in PREDICTORS))
-        lines.append(f"{'   B Kendall tau-b on half 2':<38}" + "".join(_cell(split[n]["B"], 16) for n in PREDICTORS))
+        lines.append(f"{'   A |Pearson| on half 1':<38}" + "".join(_cell(split[n]["A"], 16) for n in names))
+        lines.append(f"{'   B Kendall tau-b on half 2':<38}" + "".join(_cell(split[n]["B"], 16) for n in names))
     if "error" not in sub:
         for metric, label in (("pearson_abs", "A"), ("kendall_tau_b", "B")):
             beaten = [n for n in ("macs", "params") if "error" not in tables[n] and tables[n][metric] >= sub[metric]]

@@ -1,10 +1,10 @@
 """The ResNet48 weight-sharing supernet, its plain exported subnets and checkpoint loaders.
 
-Names are resolved lazily (PEP 562) so `import supernet` (e.g. for `supernet.config`) does not
+Names are resolved lazily (PEP 562) so `import supernet` (e.g. for `supernet.settings`) does not
 import PaddlePaddle; touching `supernet.ResNet48Supernet` and friends does.
 """
 
-import importlib
+from infra.lazy import lazy_exports
 
 _EXPORTS = {
     "StaticResNet": "static",
@@ -20,16 +20,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'supernet' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -120,8 +120,7 @@ def finetune_command(config, out, group, overrides=()):
 
 def main(argv=None):
     from encoding import run_reporting_errors
-
-    from .config import get, resolve
+    from infra.config import get, resolve
 
     p = argparse.ArgumentParser(prog="python -m supernet.fewshot", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)

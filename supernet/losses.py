@@ -58,3 +58,38 @@ def pairwise_rank_loss(losses, costs, margin=0.0):
     if not terms:
         return paddle.zeros([], dtype="float32")
     return paddle.stack([t.reshape([]) for t in terms]).mean()
+
+
+def read_cost_table(path, field):
+    """{code: float} of `field` in a results file (`python -m evaluate proxies` or `run`: a list of records
+    with 'code', or an object keyed by id): the rank loss's prior when supernet.loss.rank.cost is
+    FIELD@RESULTS (3rd place's ZenScore-guided variant: cost zen@runs/proxies/results.json)."""
+    import json
+    import math
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise KitError(f"supernet.loss.rank.cost: cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise KitError(f"supernet.loss.rank.cost: {path} is not JSON ({e})") from None
+    records = list(data.values()) if isinstance(data, dict) else data
+    table = {}
+    for i, rec in enumerate(records if isinstance(records, list) else []):
+        value = rec.get(field) if isinstance(rec, dict) else None
+        if not isinstance(rec, dict) or not isinstance(rec.get("code"), str) or isinstance(value, bool) \
+                or not isinstance(value, int | float) or not math.isfinite(value):
+            raise KitError(f"supernet.loss.rank.cost: record {i} of {path} has no code and finite {field!r}")
+        table.setdefault(rec["code"], float(value))
+    if len(set(table.values())) < 2:
+        raise KitError(f"supernet.loss.rank.cost: {path} has {len(table)} codes with {len(set(table.values()))} "
+                       f"distinct {field!r} values; a ranking prior needs at least 2")
+    return table
+
+
+def prior_costs(table, codes):
+    """(indices, costs) of the codes that `table` scores: a path the results file does not cover
+    (e.g. the sandwich's max and min beside a list sampler) stays out of the rank loss's pairs."""
+    keep = [i for i, c in enumerate(codes) if c in table]
+    return keep, [table[codes[i]] for i in keep]

@@ -13,6 +13,7 @@ from paddle import nn
 from encoding import MAX_DEPTHS, Arch, KitError, NetSpec, parse, widths
 from encoding.netspec import STEMS
 from encoding.space import check_ties
+from runtime.amp import full_precision, head_input
 
 from .ops import DynamicBatchNorm2D, DynamicConv2D, DynamicLinear
 from .static import StaticResNet, resolve_spec, zero_last_bn_scales
@@ -73,7 +74,8 @@ class DynamicHead(nn.Layer):
         self.fc = DynamicLinear(in_max, num_classes)
 
     def forward(self, x):
-        return self.fc(paddle.flatten(self.pool(x), 1))
+        with full_precision():  # pooling and classifier in float32 under AMP too (runtime.amp.full_precision)
+            return self.fc(paddle.flatten(self.pool(head_input(x)), 1))
 
 
 class ResNet48Supernet(nn.Layer):

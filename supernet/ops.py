@@ -13,8 +13,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from encoding import KitError
-
-from . import conv
+from runtime import conv
 
 
 def _prefix(tensor, sizes):

@@ -16,11 +16,7 @@ import math
 
 import paddle
 
-from encoding import KitError
-
-
-class OptimConfigError(KitError):
-    """A `train:` optimizer setting is out of range."""
+from .settings import SCHEDULES, OptimConfigError
 
 
 def lr_at(step, total_steps, warmup_steps, peak_lr):
@@ -58,9 +54,6 @@ def official_lr_at(step, warmup_steps, peak_lr, max_epoch):
     return 0.0 + (peak_lr - 0.0) * (1 + math.cos(math.pi * (step - warmup_steps) / max_epoch)) / 2
 
 
-SCHEDULES = ("cosine", "official")
-
-
 class WarmupCosine(paddle.optimizer.lr.LRScheduler):
     """`lr_at` (schedule 'cosine') or `official_lr_at` (schedule 'official') as a Paddle
     scheduler; call `.step()` after every optimizer step.
@@ -90,15 +83,9 @@ def warmup_iterations(warmup_epochs, train_images, global_batch):
     return int(round(int(train_images / global_batch) * float(warmup_epochs)))
 
 
-def peak_lr(section, global_batch):
-    """`lr` when given, else the linear scaling rule base_lr * global_batch / 256."""
-    lr = section.get("lr")
-    if lr is None:
-        lr = float(section.get("base_lr", 0.1)) * global_batch / 256
-    lr = float(lr)
-    if not lr > 0:
-        raise OptimConfigError(f"learning rate must be positive, got {lr}")
-    return lr
+def peak_lr(optim, global_batch):
+    """`optim.lr` when given, else the linear scaling rule base_lr * global_batch / 256."""
+    return float(optim.lr) if optim.lr is not None else float(optim.base_lr) * global_batch / 256
 
 
 def _no_decay(name, param):
@@ -106,44 +93,29 @@ def _no_decay(name, param):
     return len(param.shape) < 2
 
 
-def build_optimizer(model, section, global_batch, steps_per_epoch, train_images):
-    """(optimizer, scheduler) from a `train:` config section.
-
-    Keys: max_epoch, warmup (epochs, may be fractional; iterations by `warmup_iterations`),
-    lr_schedule (cosine | official), lr (null = base_lr * global_batch/256),
-    base_lr (0.1), momentum (0.9), nesterov (false), weight_decay (1e-4),
-    no_bn_decay (false: decay BN and biases too, as the official recipe does),
-    grad_clip (null, or a max global gradient norm).
-    """
-    max_epoch = int(section.get("max_epoch", 90))
-    warmup = float(section.get("warmup", 0) or 0)
-    if max_epoch <= 0:
-        raise OptimConfigError(f"max_epoch must be positive, got {max_epoch}")
-    if warmup < 0 or warmup > max_epoch:
-        raise OptimConfigError(f"warmup must be between 0 and max_epoch={max_epoch} epochs, got {warmup}")
+def build_optimizer(model, optim, global_batch, steps_per_epoch, train_images):
+    """(optimizer, scheduler) of OptimSettings `optim` (supernet.settings: the `train:` section's keys, or
+    `supernet.optim` over supernet.epochs): warmup epochs (iterations by `warmup_iterations`), then the lr
+    schedule; no_bn_decay false decays BN and biases too, as the official recipe does; grad_clip a max
+    global gradient norm or None."""
     if steps_per_epoch <= 0:
         raise OptimConfigError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
-    weight_decay = float(section.get("weight_decay", 1e-4) or 0.0)
-    momentum = float(section.get("momentum", 0.9))
-    if weight_decay < 0 or not 0 <= momentum < 1:
-        raise OptimConfigError(f"need weight_decay >= 0 and 0 <= momentum < 1, got {weight_decay}, {momentum}")
-    total = max_epoch * steps_per_epoch
-    scheduler = WarmupCosine(peak_lr(section, global_batch), total,
-                             min(warmup_iterations(warmup, train_images, global_batch), total),
-                             schedule=section.get("lr_schedule") or "cosine", max_epoch=max_epoch)
+    total = optim.max_epoch * steps_per_epoch
+    scheduler = WarmupCosine(peak_lr(optim, global_batch), total,
+                             min(warmup_iterations(optim.warmup, train_images, global_batch), total),
+                             schedule=optim.lr_schedule, max_epoch=optim.max_epoch)
 
     params = [(n, p) for n, p in model.named_parameters() if not p.stop_gradient]
-    if section.get("no_bn_decay", False):
+    if optim.no_bn_decay:
         groups = [
-            {"params": [p for n, p in params if not _no_decay(n, p)], "weight_decay": weight_decay},
+            {"params": [p for n, p in params if not _no_decay(n, p)], "weight_decay": optim.weight_decay},
             {"params": [p for n, p in params if _no_decay(n, p)], "weight_decay": 0.0},
         ]
         parameters = [g for g in groups if g["params"]]
     else:
         parameters = [p for _, p in params]
-    clip = section.get("grad_clip")
-    grad_clip = paddle.nn.ClipGradByGlobalNorm(float(clip)) if clip else None
+    grad_clip = paddle.nn.ClipGradByGlobalNorm(float(optim.grad_clip)) if optim.grad_clip else None
     optimizer = paddle.optimizer.Momentum(
-        learning_rate=scheduler, momentum=momentum, parameters=parameters,
-        use_nesterov=bool(section.get("nesterov", False)), weight_decay=weight_decay, grad_clip=grad_clip)
+        learning_rate=scheduler, momentum=optim.momentum, parameters=parameters,
+        use_nesterov=optim.nesterov, weight_decay=optim.weight_decay, grad_clip=grad_clip)
     return optimizer, scheduler

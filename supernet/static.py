@@ -10,8 +10,8 @@ from paddle import nn
 
 from encoding import Arch, KitError, NetSpec, parse, widths
 from encoding.netspec import STEMS
-
-from . import conv
+from runtime import conv
+from runtime.amp import full_precision, head_input
 
 
 def resolve_spec(spec):
@@ -19,7 +19,7 @@ def resolve_spec(spec):
     if spec is None:
         return NetSpec()
     if not isinstance(spec, NetSpec):
-        raise KitError(f"spec must be an encoding.NetSpec (see supernet.config.net_spec), got {type(spec).__name__}")
+        raise KitError(f"spec must be an encoding.NetSpec (see runtime.amp.net_spec), got {type(spec).__name__}")
     return spec
 
 
@@ -68,7 +68,8 @@ class Head(nn.Layer):
         self.fc = nn.Linear(in_channels, num_classes)
 
     def forward(self, x):
-        return self.fc(paddle.flatten(self.pool(x), 1))
+        with full_precision():  # pooling and classifier in float32 under AMP too (runtime.amp.full_precision)
+            return self.fc(paddle.flatten(self.pool(head_input(x)), 1))
 
 
 def zero_last_bn_scales(blocks):

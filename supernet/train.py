@@ -25,12 +25,13 @@ import math
 import os
 import time
 
-from encoding import KitError, atomic_write_text, costs
+from encoding import KitError, atomic_write_text, costs, net_spec
+from infra import config as C
 from infra.atomic import atomic_write_bytes
-from infra.config_file import differences
+from infra.config import differences
 from infra.jsonl import JsonLines
+from runtime.amp import amp_dtype, autocast
 
-from . import config as C
 from .loop import Loop, Position, TrainingDiverged, check_finite
 from .settings import SupernetSettings, rank_loss_weight
 
@@ -129,8 +130,9 @@ class Trainer:
         self.rank_check_factory = rank_check
         import paddle
 
-        from . import runtime
-        from .data import build_dataset, build_loader
+        import runtime.device as runtime
+        from imagedata import DataSettings, build_dataset, build_loader
+
         from .model import ResNet48Supernet
         from .optim import build_optimizer
         from .samplers import build_schedule
@@ -158,31 +160,38 @@ class Trainer:
         self.log_every = s.log_every_steps
 
         runtime.seed_everything(self.seed)
-        self.spec = C.net_spec(cfg)
+        self.spec = net_spec(cfg)
         self.model = ResNet48Supernet(self.spec)
         self._init_weights(s)
         self.teacher = self._build_teacher(s)
         self.smoothing, self.temperature = s.label_smoothing, s.temperature
         self.inplace = s.inplace_distill and self.teacher is None
         self.rank_loss = s.rank_loss
+        self.rank_prior = None  # {code: score} when supernet.loss.rank.cost is FIELD@RESULTS (a proxy's results)
+        if s.rank_loss["cost"] not in ("macs", "params"):
+            from .losses import read_cost_table
+
+            field, _, path = s.rank_loss["cost"].partition("@")
+            self.rank_prior = read_cost_table(path, field)
         self.rank_log = {}  # the last step's rank-loss weight and value, logged with the step
 
-        self.resolution = C.get(cfg, "data.resolution", None)
+        data = DataSettings.from_config(cfg)
+        self.resolution = data.resolution
         self.schedule = build_schedule(dict(s.sampler), self.seed, self.spec, resolution=self.resolution)
         if self.inplace and not self.schedule.sandwich:
             raise KitError("in-place distillation needs the max path as teacher: set supernet.sampler.sandwich=true "
                            "or supernet.loss.inplace_distill=false")
-        self.amp = C.amp_dtype(s.amp, self.device, "supernet.amp")
+        self.amp = amp_dtype(s.amp, self.device, "supernet.amp")
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if self.amp == "float16" else None
 
-        self.dataset = build_dataset(cfg, "train", augment=True)
+        self.dataset = build_dataset(data, "train", augment=True)
         self.loader = build_loader(self.dataset, self.batch_size, shuffle=True, drop_last=True,
-                                   num_workers=int(C.get(cfg, "data.num_workers", 0) or 0), seed=self.seed)
+                                   num_workers=data.num_workers, seed=self.seed)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch < 1:
             raise KitError(f"the training split ({len(self.dataset)} images) is smaller than one global batch "
                            f"({self.global_batch}): nothing to train on")
-        self.optimizer, self.scheduler = build_optimizer(self.model, dict(s.optim), self.global_batch,
+        self.optimizer, self.scheduler = build_optimizer(self.model, s.optim, self.global_batch,
                                                          self.steps_per_epoch, len(self.dataset))
         self.dp = None
         if self.world > 1:
@@ -195,7 +204,7 @@ class Trainer:
                 self.model.zero_init_residual()
             return
         if s.init == "supernet":  # a trained supernet's weights, e.g. a few-shot group's copy
-            from .checkpoint import load_checkpoint, load_model_state
+            from runtime.checkpoint import load_checkpoint, load_model_state
 
             state = load_checkpoint(s.pretrained)
             load_model_state(self.model, state.get("model", state), source=f"supernet.pretrained {s.pretrained}")
@@ -208,7 +217,8 @@ class Trainer:
         path = s.teacher
         if not path:
             return None
-        from .checkpoint import load_checkpoint, load_model_state
+        from runtime.checkpoint import load_checkpoint, load_model_state
+
         from .pretrained import load_official_static
         from .static import build_static
 
@@ -228,6 +238,15 @@ class Trainer:
     def _forward(self, x):
         return self.dp(x) if self.dp is not None else self.model(x)
 
+    def _teacher_logits(self, x):
+        """The external teacher's logits (None without one), under the student's autocast: in fp32 it
+        would cost a full-precision forward per step beside half-precision students (its head stays
+        float32 either way, as every net's does)."""
+        if self.teacher is None:
+            return None
+        with self.paddle.no_grad(), autocast(self.amp):
+            return self.teacher(x)
+
     def train_step(self, x, y, paths, global_step):
         """Forward/backward every path, reduce, check, step. Returns per-path losses (floats)."""
         from .losses import distillation_loss, pairwise_rank_loss, smoothed_cross_entropy
@@ -236,17 +255,13 @@ class Trainer:
         r = self.rank_loss
         weight = rank_loss_weight(self.epoch, r["weight"], r["schedule"], r["ramp_epochs"], r["max_weight"])
         joint, ces = weight > 0, []  # with the rank loss, one backward of the sum over paths
-        teacher_logits = None
-        if self.teacher is not None:
-            with paddle.no_grad():
-                teacher_logits = self.teacher(x)
+        teacher_logits = self._teacher_logits(x)
         losses, max_logits = [], None
         no_sync = self.dp.no_sync if self.dp is not None else contextlib.nullcontext
-        autocast = (lambda: paddle.amp.auto_cast(dtype=self.amp, level="O1")) if self.amp else contextlib.nullcontext
         for path in paths:
             self.model.set_active(path.arch)
             with no_sync():
-                with autocast():
+                with autocast(self.amp):
                     logits = self._forward(x)
                 if teacher_logits is not None:
                     loss = distillation_loss(logits, teacher_logits, self.temperature)
@@ -263,13 +278,21 @@ class Trainer:
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             losses.append(loss.detach())
         if joint:
-            params, macs = costs([p.arch for p in paths], self.spec, self.resolution)
-            rank_loss = pairwise_rank_loss(ces, (macs if r["cost"] == "macs" else params).tolist(), r["margin"])
+            if self.rank_prior is None:
+                params, macs = costs([p.arch for p in paths], self.spec, self.resolution)
+                rank_loss = pairwise_rank_loss(ces, (macs if r["cost"] == "macs" else params).tolist(), r["margin"])
+            else:  # the paths the prior scores, ordered by it
+                from .losses import prior_costs
+
+                keep, prior = prior_costs(self.rank_prior, [p.arch.code() for p in paths])
+                rank_loss = pairwise_rank_loss([ces[i] for i in keep], prior, r["margin"])
             with no_sync():
                 total = paddle.add_n(losses) + weight * rank_loss
                 (self.scaler.scale(total) if self.scaler is not None else total).backward()
             losses = [v.detach() for v in losses]
             self.rank_log = {"rank_weight": weight, "rank_loss": rank_loss.item()}
+            if self.rank_prior is not None:
+                self.rank_log["rank_paths"] = len(keep)  # paths the prior scored this step
         values = paddle.stack(losses).astype("float32")
         if self.world > 1:
             from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
@@ -305,7 +328,7 @@ class Trainer:
         Every rank first compares parameter fingerprints: a checkpoint is only written from
         finite parameters that all ranks agree on, and every rank stops together otherwise.
         """
-        from .checkpoint import prune_checkpoints, save_checkpoint, training_state
+        from runtime.checkpoint import prune_checkpoints, save_checkpoint, training_state
 
         fingerprint = self._fingerprint()
         every = [fingerprint]
@@ -317,7 +340,7 @@ class Trainer:
         if self.main:
             state = training_state(self.model, self.optimizer, self.scheduler, epoch=epoch, step=step,
                                    rng=self.runtime.rng_state(), global_step=global_step,
-                                   steps_per_epoch=self.steps_per_epoch, global_batch=self.global_batch,
+                                   **self._layout(),
                                    scaler=self.scaler.state_dict() if self.scaler is not None else None)
             save_checkpoint(path, state)
             if epoch_end and self.keep_epochs:
@@ -341,29 +364,52 @@ class Trainer:
                 parts += [q.sum(), (q * q).sum()]
             return paddle.stack(parts).numpy()
 
-    def resume(self):
-        """Load the newest checkpoint of the run directory; return (epoch, step, global_step)."""
-        from .checkpoint import CheckpointError, latest_checkpoint, restore_training_state
+    def _layout(self):
+        """What a resume on another number of ranks must keep (runtime.checkpoint.check_world_change)."""
+        return {"world": self.world, "global_batch": self.global_batch, "steps_per_epoch": self.steps_per_epoch,
+                "epoch_samples": int(self.loader.sampler.total_size)}
 
-        path = latest_checkpoint(self.ckpt_dir, CKPT_PATTERN)
+    def resume(self):
+        """Load the newest checkpoint of the run directory; return (epoch, step, global_step).
+
+        Rank 0 chooses the checkpoint and every rank loads that one, confirms the global step with the
+        others and then takes rank 0's parameters and buffers, so no rank can continue another state."""
+        from runtime.checkpoint import (
+            CheckpointError,
+            agree_on_checkpoint,
+            check_world_change,
+            confirm_same_step,
+            latest_checkpoint,
+            restore_training_state,
+        )
+
+        path = agree_on_checkpoint(latest_checkpoint(self.ckpt_dir, CKPT_PATTERN))
         if path is None:
             return 0, 0, 0
         if not self.settings.resume:
             raise KitError(f"{self.ckpt_dir} already holds checkpoints ({os.path.basename(path)}) and "
                            f"supernet.resume is false: choose another supernet.output_dir or set resume=true")
-        state = restore_training_state(path, self.model, self.optimizer, self.scheduler)
+        try:
+            state = restore_training_state(path, self.model, self.optimizer, self.scheduler)
+        except CheckpointError:
+            confirm_same_step(None, path)
+            raise
         extras = state.get("extras", {})
+        confirm_same_step(extras.get("global_step"), path)
+        self.runtime.sync_from_main(self.model)
+        epoch, step = int(state["epoch"]), int(state["step"])
+        check_world_change(path, extras, self._layout(), 0 < step < self.steps_per_epoch,
+                           "keep supernet.batch_size (the global batch) and the data")
         ours = {"steps_per_epoch": self.steps_per_epoch, "global_batch": self.global_batch}
         changed = differences({k: extras.get(k) for k in ours}, ours)
         if changed:
             raise CheckpointError(
                 f"checkpoint {path} was written with other settings ({'; '.join(changed)}): resuming needs "
-                f"the same data, batch size and number of ranks (or a new output_dir)")
+                f"the same data and global batch size (or a new output_dir)")
         if self.scaler is not None and extras.get("scaler"):
             self.scaler.load_state_dict(extras["scaler"])
         self.rng_to_restore = state.get("rng")
         self.last_checkpoint = path
-        epoch, step = int(state["epoch"]), int(state["step"])
         if step >= self.steps_per_epoch:
             epoch, step = epoch + 1, 0
         return epoch, step, int(extras["global_step"])
@@ -431,6 +477,7 @@ class Trainer:
             if not (rank_cfg.get("gt") and epoch % int(rank_cfg.get("every_epochs", 1)) == 0):
                 return
             with ledger.phase("rank_check", epoch=epoch) if ledger else contextlib.nullcontext():
+                self.runtime.sync_from_main(self.model, parameters=False)  # rank 0's BN statistics: the saved ones
                 result = self.rank_check()
             if self.main and result is not None:
                 log.write({"type": "rank_check", "time": time.time(), "epoch": epoch,
@@ -455,7 +502,7 @@ class Trainer:
                 ledger.close()
         done = epoch >= self.epochs
         if done and self.main:
-            from .checkpoint import save_checkpoint
+            from runtime.checkpoint import save_checkpoint
 
             save_checkpoint(os.path.join(self.out, "supernet.pdparams"), self.model.state_dict())
         summary = {"epochs_done": epoch, "global_step": global_step, "finished": done,
@@ -477,3 +524,10 @@ class Trainer:
         from infra.ledger import Ledger, ledger_path
 
         return Ledger(ledger_path(self.out, "supernet", self.rank, self.world), "supernet", rank=self.rank)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit("python -m supernet.train is not an entry point: train a supernet with bash train_supernet.sh CONFIG "
+             "[key=value ...] (or python train_supernet.py --config CONFIG)")

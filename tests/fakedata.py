@@ -39,3 +39,50 @@ def write_fashion_like(directory, n_train=40, n_val=20, gz=True, learnable=False
             with open(os.path.join(directory, stem + (".gz" if gz else "")), "wb") as f:
                 f.write(gzip.compress(data, mtime=0) if gz else data)
     return str(directory)
+
+
+def kit_config(**sections):
+    """configs/imagenet.yaml (every key's default) with `sections` laid over it, e.g.
+    kit_config(data={"name": "fashion_mnist", "resolution": 28}, model={"num_classes": 10})."""
+    from infra.config import default_config, load_yaml, merge
+
+    return merge(load_yaml(default_config("imagenet")), sections)
+
+
+def data_settings(data=None, model=None):
+    """The DataSettings of `data` (and `model`) keys laid over configs/imagenet.yaml."""
+    from imagedata.settings import DataSettings
+
+    return DataSettings.from_config(kit_config(data=data or {}, model=model or {}))
+
+
+def sampler_section(section=None, **keys):
+    """A `supernet.sampler` section: configs/imagenet.yaml's with `section` and `keys` laid over it."""
+    from infra.config import get
+
+    return {**get(kit_config(), "supernet.sampler"), **(section or {}), **keys}
+
+
+def optim_settings(keys=None):
+    """OptimSettings of `train:`-style keys (max_epoch, lr_schedule and the optimiser's) laid over
+    configs/imagenet.yaml's `train:` section."""
+    from supernet.settings import OPTIM_KEYS, OptimSettings
+
+    train = {**kit_config()["train"], **(keys or {})}
+    return OptimSettings.from_section({k: train[k] for k in OPTIM_KEYS}, "train", train["max_epoch"],
+                                      train["lr_schedule"])
+
+
+def train_settings(keys=None):
+    """TrainSettings of `keys` laid over configs/imagenet.yaml's `train:` section."""
+    from supernet.settings import TrainSettings
+
+    return TrainSettings.from_config(kit_config(train=keys or {}))
+
+
+def dataset_of(cfg, split="train", augment=None):
+    """imagedata.build_dataset of a config's `data:` (and `model:`) keys laid over configs/imagenet.yaml."""
+    from imagedata import DataSettings, build_dataset
+
+    return build_dataset(DataSettings.from_config(kit_config(**{k: cfg[k] for k in ("data", "model") if k in cfg})),
+                         split, augment)

@@ -58,6 +58,6 @@ results_store.ResultsStore.append = append
 
 def python_with(fault, module, args):
     """argv running `module`.main(args) (an entry point's main) after `fault` has run."""
-    code = (f"import sys\nsys.path.insert(0, {ROOT!r})\nfrom supernet import cpu_speed\ncpu_speed.default_threads()\n"
+    code = (f"import sys\nsys.path.insert(0, {ROOT!r})\nfrom runtime import cpu_speed\ncpu_speed.default_threads()\n"
             f"{fault}\nimport {module} as entry\nsys.exit(entry.main({list(args)!r}))\n")
     return [sys.executable, "-c", code]

@@ -5,18 +5,17 @@ import os
 
 import numpy as np
 import pytest
-from fakedata import idx_bytes, write_fashion_like
+from fakedata import dataset_of, idx_bytes, write_fashion_like
 
-from supernet.data import (
+from imagedata import (
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
     DataError,
     IdxError,
-    build_dataset,
     load_fashion_mnist,
     read_idx,
 )
-from supernet.data.transforms import Normalize, SmallImage
+from imagedata.transforms import Normalize, SmallImage
 
 REAL_DIR = "/usr/share/datasets/fashion-mnist"
 @pytest.mark.parametrize("gz", [True, False])
@@ -106,17 +105,17 @@ def test_build_dataset_with_stratified_subset(tmp_path):
     d = write_fashion_like(str(tmp_path / "fm"), n_train=100)
     cfg = {"data": {"name": "fashion_mnist", "fashion_mnist_dir": d, "resolution": 28, "augment": "standard",
                     "train_subset": 30, "val_subset": None, "subset_seed": 2}}
-    ds = build_dataset(cfg, "train")
+    ds = dataset_of(cfg, "train")
     assert len(ds) == 30 and np.bincount(ds.labels).tolist() == [3] * 10
-    again = build_dataset(cfg, "train")
+    again = dataset_of(cfg, "train")
     np.testing.assert_array_equal(ds.images, again.images)
     cfg["data"]["subset_seed"] = 3
-    assert not np.array_equal(ds.images, build_dataset(cfg, "train").images)
-    val = build_dataset(cfg, "val")
+    assert not np.array_equal(ds.images, dataset_of(cfg, "train").images)
+    val = dataset_of(cfg, "val")
     assert len(val) == 20 and val[0][0].shape == (1, 28, 28)
     cfg["data"]["augment"] = "mixup"
-    with pytest.raises(DataError, match="unknown data.augment 'mixup'"):
-        build_dataset(cfg, "train")
+    with pytest.raises(DataError, match="data.augment must be one of standard, flip, none, got 'mixup'"):
+        dataset_of(cfg, "train")
     cfg["data"].update(augment="none", image_dir="/data/imagenet")
     with pytest.raises(DataError, match="data.image_dir is set but data.name is fashion_mnist"):
-        build_dataset(cfg, "train")
+        dataset_of(cfg, "train")

@@ -1,4 +1,4 @@
-"""The glyph benchmark's builder (supernet/data/glyphs.py) and the kit reading its builds.
+"""The glyph benchmark's builder (imagedata/glyphs.py) and the kit reading its builds.
 
 Unit tests render Latin letters from matplotlib's DejaVuSans.ttf (a requirement of the kit), so they
 need nothing from Debian; one integration test renders the real Noto CJK faces (Debian package
@@ -11,9 +11,10 @@ import os
 import matplotlib
 import numpy as np
 import pytest
+from fakedata import dataset_of
 
-from supernet.config import resolve
-from supernet.data import DataError, build_dataset, glyphs, load_fashion_mnist
+from imagedata import DataError, glyphs, load_fashion_mnist
+from infra.config import resolve
 
 DEJAVU = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
 DEJAVU_BOLD = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans-Bold.ttf")
@@ -86,7 +87,7 @@ def glyph_cfg(directory, **spec):
 
 def test_the_kit_reads_a_build(tmp_path, latin):
     manifest = tiny_build(tmp_path)
-    train, val = build_dataset(glyph_cfg(tmp_path), "train"), build_dataset(glyph_cfg(tmp_path), "val")
+    train, val = dataset_of(glyph_cfg(tmp_path), "train"), dataset_of(glyph_cfg(tmp_path), "val")
     assert (len(train), len(val)) == (12, 6) and train.classes == list(LATIN)
     assert train.transform.mean == (manifest["mean"],) and train.transform.std == (manifest["std"],)
     assert manifest["mean"] == pytest.approx(train.images.mean() / 255, abs=1e-6)
@@ -100,11 +101,11 @@ def test_the_kit_reads_a_build(tmp_path, latin):
 def test_a_build_that_differs_from_the_config_is_an_error(tmp_path, latin, change, differs):
     tiny_build(tmp_path)
     with pytest.raises(DataError) as e:
-        build_dataset(glyph_cfg(tmp_path, **change), "train")
+        dataset_of(glyph_cfg(tmp_path, **change), "train")
     message = str(e.value)
     assert "\n" not in message and f"was built with {differs}: rebuild with" in message
     want = {**TINY, **change}
-    assert (f"python -m supernet.data.glyphs --out {tmp_path} --classes {want['classes']} --train-per-class "
+    assert (f"python -m imagedata.glyphs --out {tmp_path} --classes {want['classes']} --train-per-class "
             f"{want['train_per_class']} --test-per-class {want['test_per_class']} --seed {want['seed']} "
             f"--size {want['size']}") in message
 
@@ -113,30 +114,30 @@ def test_changed_recipe_characters_or_files_are_errors(tmp_path, latin, monkeypa
     tiny_build(tmp_path)
     monkeypatch.setattr(glyphs, "CHARS", "IHW")
     with pytest.raises(DataError, match="built with character list"):
-        build_dataset(glyph_cfg(tmp_path), "train")
+        dataset_of(glyph_cfg(tmp_path), "train")
     monkeypatch.setattr(glyphs, "CHARS", LATIN)
     monkeypatch.setattr(glyphs, "FORMAT", glyphs.FORMAT + 1)
     with pytest.raises(DataError, match=f"built with recipe format {glyphs.FORMAT - 1}"):
-        build_dataset(glyph_cfg(tmp_path), "train")
+        dataset_of(glyph_cfg(tmp_path), "train")
     monkeypatch.undo()
     monkeypatch.setattr(glyphs, "CHARS", LATIN)
     images = tmp_path / FILES[2]
     raw = images.read_bytes()
     images.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
-    build_dataset(glyph_cfg(tmp_path), "train")  # the train files are intact
+    dataset_of(glyph_cfg(tmp_path), "train")  # the train files are intact
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte does not match its md5 in manifest.json"):
-        build_dataset(glyph_cfg(tmp_path), "val")
+        dataset_of(glyph_cfg(tmp_path), "val")
     with pytest.raises(DataError, match=r"data.glyphs: unknown keys \['classe'\]"):
-        build_dataset(glyph_cfg(tmp_path, classe=3), "train")
+        dataset_of(glyph_cfg(tmp_path, classe=3), "train")
 
 
 def test_a_missing_build_names_the_build_command(tmp_path):
     for d, what in ((tmp_path / "absent", "does not exist"), (tmp_path, "has no manifest.json")):
         with pytest.raises(DataError) as e:
-            build_dataset(glyph_cfg(d), "train")
+            dataset_of(glyph_cfg(d), "train")
         assert "\n" not in str(e.value)
         assert str(e.value).startswith(f"glyph dataset directory {d} {what}: build it with "
-                                       f"`python -m supernet.data.glyphs --out {d} --classes 3 ")
+                                       f"`python -m imagedata.glyphs --out {d} --classes 3 ")
 
 
 def test_config_asks_for_the_builders_defaults():
@@ -156,5 +157,5 @@ def test_noto_cjk_build_has_every_character_in_every_face(tmp_path):
     assert {f["name"].split(" CJK ")[1].split()[0] for f in manifest["faces"]} == set(glyphs.REGIONS)
     cfg = glyph_cfg(tmp_path, **spec)
     cfg["model"]["num_classes"] = 100
-    train = build_dataset(cfg, "train")
+    train = dataset_of(cfg, "train")
     assert sorted(train.labels.tolist()) == list(range(100)) and train.classes == list(glyphs.CHARS)

@@ -7,10 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
+from fakedata import dataset_of
 from PIL import Image
 
-from supernet.data import DataError, build_dataset, build_loader, image_split, stratified_subset
-from supernet.data.transforms import (
+from imagedata import DataError, build_loader, image_split, stratified_subset
+from imagedata.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageEval,
@@ -78,13 +79,13 @@ def test_list_layout_matches_folders_and_auto_prefers_lists(tree):
     lists = image_split(tree, "val", "lists")
     assert lists[0] == folders[0] and list(lists[1]) == list(folders[1])
     assert lists[2] == ["0", "1", "2"]
-    assert build_dataset(_cfg(tree, "auto"), "train").paths == image_split(tree, "train", "lists")[0]
+    assert dataset_of(_cfg(tree, "auto"), "train").paths == image_split(tree, "train", "lists")[0]
 
 
 def test_corrupt_image_is_replaced_counted_and_logged_once(tree, caplog):
-    ds = build_dataset(_cfg(tree, "folders"), "train", augment=True)
+    ds = dataset_of(_cfg(tree, "folders"), "train", augment=True)
     loader = build_loader(ds, batch_size=4, shuffle=False, drop_last=False, num_workers=0, seed=1)
-    with caplog.at_level(logging.WARNING, logger="supernet.data"):
+    with caplog.at_level(logging.WARNING, logger="imagedata"):
         for epoch in range(2):
             loader.set_epoch(epoch)
             labels = np.concatenate([y.numpy() for _, y in loader])
@@ -100,7 +101,7 @@ def test_corrupt_image_is_replaced_counted_and_logged_once(tree, caplog):
 
 
 def test_bad_count_survives_worker_processes(tree):
-    ds = build_dataset(_cfg(tree, "lists"), "train")
+    ds = dataset_of(_cfg(tree, "lists"), "train")
     loader = build_loader(ds, batch_size=3, shuffle=True, drop_last=False, num_workers=1, seed=0)
     n = sum(len(y) for _, y in loader)
     assert n == len(ds) == 10 and loader.bad_count == 1
@@ -109,36 +110,36 @@ def test_bad_count_survives_worker_processes(tree):
 def test_startup_errors_name_the_path(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(DataError, match=f"image directory {missing} does not exist"):
-        build_dataset(_cfg(missing), "train")
+        dataset_of(_cfg(missing), "train")
     (tmp_path / "empty" / "train").mkdir(parents=True)
     with pytest.raises(DataError, match=f"image directory {tmp_path}/empty/train has no class folders"):
-        build_dataset(_cfg(tmp_path / "empty"), "train")
+        dataset_of(_cfg(tmp_path / "empty"), "train")
     (tmp_path / "bare" / "train" / "cls").mkdir(parents=True)
     with pytest.raises(DataError, match="train has class folders but no image files"):
-        build_dataset(_cfg(tmp_path / "bare"), "train")
+        dataset_of(_cfg(tmp_path / "bare"), "train")
     flat = tmp_path / "flat" / "val"
     flat.mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(flat / "ILSVRC2012_val_00000001.JPEG")
     with pytest.raises(DataError, match="1 images lie directly in it.*val_list.txt"):
-        build_dataset(_cfg(tmp_path / "flat"), "val")
+        dataset_of(_cfg(tmp_path / "flat"), "val")
     with pytest.raises(DataError, match=f"{tmp_path}/empty has neither val_list.txt nor a val/ directory"):
-        build_dataset(_cfg(tmp_path / "empty"), "val")
+        dataset_of(_cfg(tmp_path / "empty"), "val")
     with pytest.raises(DataError, match="data.image_dir is not set"):
-        build_dataset(_cfg(None), "train")
+        dataset_of(_cfg(None), "train")
 
 
 def test_list_file_errors_point_at_the_line(tmp_path):
     (tmp_path / "train_list.txt").write_text("a.jpg 0\nb.jpg x\n")
     with pytest.raises(DataError, match=r"train_list.txt:2: label 'x' is not an integer"):
-        build_dataset(_cfg(tmp_path, "lists"), "train")
+        dataset_of(_cfg(tmp_path, "lists"), "train")
     (tmp_path / "train_list.txt").write_text("a.jpg 0\n")
     with pytest.raises(DataError, match=f"first listed image {tmp_path}/a.jpg does not exist"):
-        build_dataset(_cfg(tmp_path, "lists"), "train")
+        dataset_of(_cfg(tmp_path, "lists"), "train")
     (tmp_path / "train_list.txt").write_text("\n")
     with pytest.raises(DataError, match="lists no images"):
-        build_dataset(_cfg(tmp_path, "lists"), "train")
-    with pytest.raises(DataError, match="unknown data.layout 'tree'"):
-        build_dataset(_cfg(tmp_path, "tree"), "train")
+        dataset_of(_cfg(tmp_path, "lists"), "train")
+    with pytest.raises(DataError, match="data.layout must be one of auto, folders, lists, got 'tree'"):
+        dataset_of(_cfg(tmp_path, "tree"), "train")
 
 
 def test_normalisation_of_a_flat_image_by_hand():
@@ -175,7 +176,7 @@ def test_random_resized_crop_box_bounds_and_fallback_by_hand():
 
 
 def test_augmentation_is_a_function_of_seed_epoch_and_index(tree):
-    ds = build_dataset(_cfg(tree, "folders"), "train", augment=True)
+    ds = dataset_of(_cfg(tree, "folders"), "train", augment=True)
     assert isinstance(ds.transform, ImageTrain)
     a = ds[(0, 1, 7)][0]
     np.testing.assert_array_equal(a, ds[(0, 1, 7)][0])
@@ -184,7 +185,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(tree):
 
 
 def test_shards_and_shuffles(tree):
-    ds = build_dataset(_cfg(tree, "folders", train_subset=None), "train")
+    ds = dataset_of(_cfg(tree, "folders", train_subset=None), "train")
 
     def order(rank, epoch, seed, **kw):
         loader = build_loader(ds, 2, num_workers=0, seed=seed, num_replicas=2, rank=rank, **kw)
@@ -203,7 +204,7 @@ def test_shards_and_shuffles(tree):
 
 
 def test_resumed_epoch_starts_at_its_batch_without_loading_the_ones_before(tree):
-    ds = build_dataset(_cfg(tree, "folders", train_subset=None), "train", augment=True)
+    ds = dataset_of(_cfg(tree, "folders", train_subset=None), "train", augment=True)
     loads = []
     real_getitem = type(ds).__getitem__
 
@@ -243,17 +244,17 @@ def test_stratified_subset_by_hand():
 
 
 def test_image_subset_from_config(tree):
-    ds = build_dataset(_cfg(tree, "folders", train_subset=6, subset_seed=4), "train")
-    again = build_dataset(_cfg(tree, "folders", train_subset=6, subset_seed=4), "train")
+    ds = dataset_of(_cfg(tree, "folders", train_subset=6, subset_seed=4), "train")
+    again = dataset_of(_cfg(tree, "folders", train_subset=6, subset_seed=4), "train")
     assert len(ds) == 6 and ds.paths == again.paths
     assert np.bincount(ds.labels).tolist() == [2, 2, 2]
 
 
 def test_holdout_moves_stratified_training_images_to_validation(tree):
-    train_all = build_dataset(_cfg(tree, "folders"), "train")
-    val_all = build_dataset(_cfg(tree, "folders"), "val")
-    train = build_dataset(_cfg(tree, "folders", holdout=3), "train")
-    val = build_dataset(_cfg(tree, "folders", holdout=3), "val")
+    train_all = dataset_of(_cfg(tree, "folders"), "train")
+    val_all = dataset_of(_cfg(tree, "folders"), "val")
+    train = dataset_of(_cfg(tree, "folders", holdout=3), "train")
+    val = dataset_of(_cfg(tree, "folders", holdout=3), "val")
     # 3 of the class counts (3, 4, 3): shares 0.9, 1.2, 0.9 -> floors 0, 1, 0; the 2 leftover places
     # go to the largest fractional parts (classes 0 and 2): one image of each class is held out
     held = val.paths[len(val_all):]
@@ -264,13 +265,13 @@ def test_holdout_moves_stratified_training_images_to_validation(tree):
     # held-out images get the evaluation transform in the validation split
     i = len(val_all)
     image, label, _ = val[i]
-    expected, _, _ = build_dataset(_cfg(tree, "folders"), "train", augment=False)[train_all.paths.index(held[0])]
+    expected, _, _ = dataset_of(_cfg(tree, "folders"), "train", augment=False)[train_all.paths.index(held[0])]
     np.testing.assert_array_equal(image, expected)
     # the training subset is drawn from what is left
-    sub = build_dataset(_cfg(tree, "folders", holdout=3, train_subset=4), "train")
+    sub = dataset_of(_cfg(tree, "folders", holdout=3, train_subset=4), "train")
     assert len(sub) == 4 and set(sub.paths) <= set(train.paths)
     with pytest.raises(DataError, match="data.holdout 10: the training split has 10 images"):
-        build_dataset(_cfg(tree, "folders", holdout=10), "val")
+        dataset_of(_cfg(tree, "folders", holdout=10), "val")
 
 
 def test_holdout_refuses_splits_with_different_classes(tree, tmp_path):
@@ -281,29 +282,29 @@ def test_holdout_refuses_splits_with_different_classes(tree, tmp_path):
     rows = [r for r in val_list.read_text().splitlines() if not r.endswith(" 2")]
     val_list.write_text("\n".join(rows) + "\n")
     with pytest.raises(DataError, match="data.holdout: the training and validation splits have different classes"):
-        build_dataset(_cfg(str(root), "lists", holdout=3), "val")
+        dataset_of(_cfg(str(root), "lists", holdout=3), "val")
 
 
 def test_class_subset_keeps_and_relabels_in_the_given_order(tree):
-    every = build_dataset(_cfg(tree, "folders"), "train")
-    ds = build_dataset(_cfg(tree, "folders", classes=[2, 0]), "train")
+    every = dataset_of(_cfg(tree, "folders"), "train")
+    ds = dataset_of(_cfg(tree, "folders", classes=[2, 0]), "train")
     # eel (3 images) becomes label 0, cat (3 images) label 1; dog's 4 files are gone
     assert ds.classes == ["eel", "cat"]
     assert ds.labels.tolist() == [1, 1, 1, 0, 0, 0]
     assert ds.paths == [p for p in every.paths if os.sep + "cat" + os.sep in p or os.sep + "eel" + os.sep in p]
     # holdout and subsets apply within the kept classes; the validation split is filtered the same way
-    val = build_dataset(_cfg(tree, "folders", classes=[2, 0], holdout=2), "val")
+    val = dataset_of(_cfg(tree, "folders", classes=[2, 0], holdout=2), "val")
     assert val.classes == ["eel", "cat"] and len(val) == 2 * 2 + 2
     assert all(os.sep + "dog" + os.sep not in p for p in val.paths)
     cfg = _cfg(tree, "folders", classes=[2, 0])
     cfg["model"]["num_classes"] = 1  # labels 0 and 1 need two outputs
     with pytest.raises(DataError, match="the train split has labels up to 1 but model.num_classes is 1: set "
                                         "model.num_classes, or keep fewer classes with data.classes"):
-        build_dataset(cfg, "train")
+        dataset_of(cfg, "train")
     for bad in ([0, 0], [3], []):
         expected = rf"data.classes {re.escape(str(bad))}: expected distinct class indices in 0\.\.2$"
         with pytest.raises(DataError, match=expected):
-            build_dataset(_cfg(tree, "folders", classes=bad), "train")
+            dataset_of(_cfg(tree, "folders", classes=bad), "train")
     for bad in (2, "0,2", [0.5]):
         with pytest.raises(DataError, match=rf"data.classes {re.escape(repr(bad))}: expected a list of class indices"):
-            build_dataset(_cfg(tree, "folders", classes=bad), "train")
+            dataset_of(_cfg(tree, "folders", classes=bad), "train")

@@ -7,22 +7,21 @@ import os
 import numpy as np
 import paddle
 import pytest
-from fakedata import write_fashion_like
+from fakedata import dataset_of, write_fashion_like
 from test_data_images import _cfg, write_image_tree
 
 from evaluate.evaluator import evaluate_model
-from evaluate.inputs import build_calibration_batches, build_eval_set
+from evaluate.oracle import build_calibration_batches, build_eval_set
 from evaluate.settings import EvalSettings
-from supernet.config import resolve
-from supernet.data import (
+from imagedata import (
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
     Normalize,
-    build_dataset,
     build_loader,
 )
+from infra.config import resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,7 +60,7 @@ def _same_batches_as_before(ds, mean, std, workers, batch=4):
 @pytest.mark.parametrize("augment", [True, False])
 def test_image_folder_batches_are_uint8_from_workers_and_normalise_as_before(tmp_path, augment):
     tree = write_image_tree(str(tmp_path / "imgs"), corrupt=False)
-    ds = build_dataset(_cfg(tree, "folders"), "train", augment=augment)
+    ds = dataset_of(_cfg(tree, "folders"), "train", augment=augment)
     item = ds[(0, 0, 0)][0]
     assert item.dtype == np.uint8 and item.shape == (3, 32, 32)
     _same_batches_as_before(ds, IMAGENET_MEAN, IMAGENET_STD, workers=1 if augment else 0)
@@ -70,7 +69,7 @@ def test_image_folder_batches_are_uint8_from_workers_and_normalise_as_before(tmp
 def test_fashion_mnist_batches_normalise_as_before(tmp_path):
     d = write_fashion_like(str(tmp_path / "fm"), n_train=30, n_val=10)
     cfg = {"data": {"name": "fashion_mnist", "fashion_mnist_dir": d, "resolution": 32, "augment": "standard"}}
-    ds = build_dataset(cfg, "train")
+    ds = dataset_of(cfg, "train")
     assert ds[0][0].dtype == np.uint8 and ds[0][0].shape == (1, 32, 32)
     _same_batches_as_before(ds, FASHION_MNIST_MEAN, FASHION_MNIST_STD, workers=1)
 
@@ -98,7 +97,7 @@ def test_uint8_cache_scores_like_float32_and_calibration_batches_normalise_as_be
     assert scores["float16"][2] == pytest.approx(scores["float32"][2], rel=1e-2)
     calib = build_calibration_batches(_eval_cfg(d, "uint8"), EvalSettings.from_config(_eval_cfg(d, "uint8")))
     assert [tuple(b.shape) for b in calib] == [(8, 1, 28, 28)] * 2 and calib[0].dtype == paddle.float32
-    ds = build_dataset(_eval_cfg(d, "uint8"), "train", augment=False)
+    ds = dataset_of(_eval_cfg(d, "uint8"), "train", augment=False)
     from evaluate.image_cache import calibration_indices
 
     idx = calibration_indices(len(ds), 2, 8, 0)

@@ -8,7 +8,7 @@ import pytest
 from test_demo_smoke import ROOT, load_demo, run_demo, step_codes, tiny_inputs
 
 from encoding import RELEASED
-from supernet.config import get, load_yaml
+from infra.config import get, load_yaml
 
 RECIPES = os.path.join(ROOT, "configs", "recipes")
 DEMO_YAML = os.path.join(ROOT, "configs", "demo.yaml")

@@ -14,10 +14,10 @@ import pytest
 from fakedata import write_fashion_like
 from scipy import stats
 
-from encoding import costs, read_arch_list, write_arch_list
+from encoding import costs, net_spec, read_arch_list, write_arch_list
+from infra.config import resolve
 from submission.baselines import cost_setting_from_config
 from submission.validate import validate_file
-from supernet.config import net_spec, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "demo.py")
@@ -245,7 +245,7 @@ def test_benchmarks_set_the_defaults_and_glyphs_are_built_by_a_stage(tmp_path, m
         ARCHS, str(tmp_path / "runs" / "demo-glyphs"))
     [stage] = demo.data_stages(args, "PY")
     out = os.path.join(ROOT, "runs", "glyphs")
-    assert stage.argv == ["PY", "-m", "supernet.data.glyphs", "--out", out, "--classes=100", "--train-per-class=600",
+    assert stage.argv == ["PY", "-m", "imagedata.glyphs", "--out", out, "--classes=100", "--train-per-class=600",
                           "--test-per-class=100", "--seed=0", "--size=28"]
     assert stage.outputs == [os.path.join(out, "manifest.json")]
     fm = demo.parse_args(["--benchmark", "fashion-mnist", "--gt", "mine.json"])

@@ -12,11 +12,11 @@ import pytest
 from fakedata import write_fashion_like
 from faults import EVALUATE_KILL, python_with
 
-from encoding import DOCUMENTED, ArchEntry, write_arch_list
+from encoding import DOCUMENTED, ArchEntry, net_spec, write_arch_list
 from evaluate.__main__ import check_codes, main
+from infra.config import load_yaml
+from runtime.checkpoint import save_checkpoint
 from supernet import ResNet48Supernet
-from supernet.checkpoint import save_checkpoint
-from supernet.config import load_yaml, net_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

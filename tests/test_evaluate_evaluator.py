@@ -6,7 +6,7 @@ import numpy as np
 import paddle
 import pytest
 
-from encoding import DOCUMENTED, KitError, NetSpec
+from encoding import DOCUMENTED, KitError, NetSpec, net_spec
 from evaluate.evaluator import SubnetEvaluator, amp_dtype, evaluate_model
 from evaluate.image_cache import TensorSet, choose_place, make_tensor_set
 from supernet import ResNet48Supernet, StaticResNet
@@ -124,9 +124,8 @@ def test_cache_place_follows_the_size_limit():
 
 def test_official_layout_checkpoint_loads_and_scores_like_the_plain_model(tmp_path, eval_set):
     """--official: a largest-subnet checkpoint in the standalone layout, here under a small spec."""
-    from evaluate.inputs import load_supernet
     from evaluate.settings import EvalSettings
-    from supernet.config import resolve
+    from infra.config import resolve
 
     paddle.seed(3)
     static = StaticResNet(ResNet48Supernet.max_arch(), SMALL)
@@ -141,7 +140,7 @@ def test_official_layout_checkpoint_loads_and_scores_like_the_plain_model(tmp_pa
     cfg = resolve(os.path.join(ROOT, "configs", "demo.yaml"))
     cfg["model"]["stem"] = SMALL.stem
     cfg["evaluate"]["official"] = str(path)
-    net = load_supernet(cfg, EvalSettings.from_config(cfg))
+    net = EvalSettings.from_config(cfg).source().load(net_spec(cfg))
     assert not net.training
     result = SubnetEvaluator(net, eval_set, 8, "none").evaluate(ResNet48Supernet.max_arch())
     top1, top5, loss = evaluate_model(static, eval_set, 24)
@@ -149,22 +148,20 @@ def test_official_layout_checkpoint_loads_and_scores_like_the_plain_model(tmp_pa
 
 
 def test_official_checkpoint_of_another_size_is_refused(tmp_path):
-    from evaluate.inputs import load_supernet
     from evaluate.settings import EvalSettings
-    from supernet.config import resolve
+    from infra.config import resolve
 
     path = tmp_path / "wrong.pdparams"
     paddle.save({"blocks.0.conv.weight": paddle.zeros([3, 3])}, str(path))
     cfg = resolve(os.path.join(ROOT, "configs", "demo.yaml"))
     cfg["evaluate"]["official"] = str(path)
     with pytest.raises(KitError, match="official ResNet48 checkpoint does not match the model"):
-        load_supernet(cfg, EvalSettings.from_config(cfg))
+        EvalSettings.from_config(cfg).source().load(net_spec(cfg))
 
 
 def test_official_weights_are_reordered_unless_switched_off(tmp_path):
-    from evaluate.inputs import load_supernet
     from evaluate.settings import EvalSettings
-    from supernet.config import resolve
+    from infra.config import resolve
     from supernet.pretrained import reorder_channels
 
     paddle.seed(5)
@@ -178,6 +175,6 @@ def test_official_weights_are_reordered_unless_switched_off(tmp_path):
     assert not np.array_equal(expected["blocks.9.conv1.weight"], static.state_dict()["blocks.9.conv1.weight"].numpy())
     for reorder, want in ((True, expected), (False, {k: v.numpy() for k, v in static.state_dict().items()})):
         cfg["evaluate"]["reorder"] = reorder
-        got = load_supernet(cfg, EvalSettings.from_config(cfg)).state_dict()
+        got = EvalSettings.from_config(cfg).source().load(net_spec(cfg)).state_dict()
         for k in ("blocks.9.conv1.weight", "blocks.9.bn1._variance", "blocks.9.conv2.weight"):
             np.testing.assert_array_equal(got[k].numpy(), want[k], err_msg=k)

@@ -7,11 +7,11 @@ import paddle
 import pytest
 from fakedata import write_fashion_like
 
-from encoding import DOCUMENTED, ArchEntry, KitError, write_arch_list
+from encoding import DOCUMENTED, ArchEntry, KitError, net_spec, write_arch_list
 from evaluate.__main__ import main
 from evaluate.fidelity import compare, format_table, sample_entries, setting_configs
+from infra.config import ConfigError, load_yaml
 from supernet import ResNet48Supernet
-from supernet.config import ConfigError, load_yaml, net_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,13 +1,14 @@
-"""Named evaluation protocols: `evaluate.protocol` fills the keys left null, explicit keys win, and a
-fidelity setting can name a protocol."""
+"""Named evaluation protocols: `evaluate.protocol` fills the keys left null when the evaluation settings read
+the section (`evaluate.settings.apply_protocol`), explicit keys win, and a fidelity setting can name a protocol."""
 
 import os
 
 import pytest
 
 from evaluate.fidelity import setting_configs
-from infra.config_file import ConfigError
-from supernet.config import get, resolve
+from evaluate.settings import EvalSettings, apply_protocol
+from infra.config import ConfigError, get
+from infra.config import resolve as plain_resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGENET = os.path.join(ROOT, "configs", "imagenet.yaml")
@@ -17,6 +18,19 @@ KEYS = ("evaluate.calibration.mode", "evaluate.subset", "evaluate.amp")
 
 def values(cfg):
     return tuple(get(cfg, k) for k in KEYS)
+
+
+def resolve(path, overrides=()):
+    """The config as the evaluation settings read it: the protocol's preset filled in."""
+    return apply_protocol(plain_resolve(path, overrides=overrides))
+
+
+def test_a_resolved_config_leaves_the_protocols_keys_to_the_evaluation_settings():
+    cfg = plain_resolve(IMAGENET)
+    assert values(cfg) == (None, None, None)
+    s = EvalSettings.from_config(cfg)
+    assert (s.calibration.mode, s.subset, s.amp) == ("recalibrate", 10000, "none")
+    assert values(cfg) == (None, None, None)  # read from a copy: the caller's config is left as it was
 
 
 def test_the_kits_protocol_is_the_default_and_fp32():
@@ -40,7 +54,8 @@ def test_unknown_protocol_is_named(tmp_path):
 
 
 def test_fidelity_settings_cover_precision_and_the_official_protocol():
-    settings = dict(setting_configs(resolve(IMAGENET, overrides=["evaluate.subset=3000"])))
+    settings = {name: apply_protocol(c) for name, c in setting_configs(resolve(IMAGENET,
+                                                                                overrides=["evaluate.subset=3000"]))}
     assert values(settings["full"]) == ("recalibrate", 3000, "none")
     assert values(settings["bf16"]) == ("recalibrate", 3000, "bf16")
     assert values(settings["fp16"]) == ("recalibrate", 3000, "fp16")

@@ -6,15 +6,15 @@ import os
 import pytest
 
 from encoding import KitError
-from evaluate.settings import EvalSettings
-from supernet.config import get, resolve
+from evaluate.settings import EvalSettings, apply_protocol
+from infra.config import get, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "configs", "demo.yaml")
 
 
 def test_the_demo_section_read_once_equals_the_config_key_by_key():
-    cfg = resolve(DEMO)
+    cfg = apply_protocol(resolve(DEMO))  # the keys as the settings read them: the protocol's preset filled
     s = EvalSettings.from_config(cfg)
     for attr, key in (("split", "split"), ("subset", "subset"), ("subset_seed", "subset_seed"),
                       ("batch_size", "batch_size"), ("cache", "cache"), ("cache_dtype", "cache_dtype"),

@@ -12,7 +12,7 @@ import pytest
 from paddle import nn
 
 from encoding import RELEASED, KitError, NetSpec
-from supernet import conv, cpu_speed, onednn_conv
+from runtime import conv, cpu_speed, onednn_conv
 from supernet.model import ResNet48Supernet
 from supernet.ops import DynamicConv2D
 from supernet.static import build_static
@@ -144,10 +144,10 @@ def test_conv_seam_is_paddles_own_kernel_until_a_backend_is_installed():
 
 def test_a_gpu_run_never_loads_the_onednn_path():
     """The entry point installs the CPU backend: on any other device the models are plain Paddle layers
-    and `supernet.onednn_conv` is never imported."""
-    code = ("import sys\nfrom supernet import conv, cpu_speed, model, static\n"
+    and `runtime.onednn_conv` is never imported."""
+    code = ("import sys\nfrom runtime import conv, cpu_speed\nfrom supernet import model, static\n"
             "got = cpu_speed.configure({'conv': 'onednn'}, device='gpu:0')\n"
-            "print(got['conv'], conv.installed(), 'supernet.onednn_conv' in sys.modules)")
+            "print(got['conv'], conv.installed(), 'runtime.onednn_conv' in sys.modules)")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -322,7 +322,7 @@ def test_mkl_avx2_dispatch_keeps_results(repo_root):
 def test_setup_device_applies_the_cpu_section():
     # Every entry point selects its device through runtime.setup_device(cfg): the config's cpu:
     # section must reach the conv switch, and a typo in it must stop the run.
-    from supernet.runtime import setup_device
+    from runtime.device import setup_device
 
     cfg = {"device": "cpu", "cpu": {"conv": "onednn", "mkl_avx2_on_amd": "off", "keep_freed_memory": "off"}}
     assert setup_device(cfg) == "cpu" and onednn_conv.backend() == "onednn"

@@ -6,6 +6,7 @@ import os
 import shutil
 
 import pytest
+from fakedata import sampler_section
 from test_evaluate_cli import cli, reference, setup, without_seconds  # noqa: F401 (fixtures)
 
 from encoding import RELEASED, ArchEntry, KitError, read_arch_list, write_arch_list
@@ -44,13 +45,13 @@ def test_bad_groups_are_named(groups, message):
 
 def test_a_groups_sampler_draws_only_its_codes():
     deep = parse_groups(TWO)[1]
-    sched = build_schedule({"num_random": 4, "depth_ranges": [list(r) for r in deep.depth_ranges]}, seed=1)
+    sched = build_schedule(sampler_section(num_random=4, depth_ranges=[list(r) for r in deep.depth_ranges]), seed=1)
     paths = [p for step in range(25) for p in sched.paths(0, step)]
     assert all(deep.contains(p.arch) for p in paths)
     assert {p.arch.depths[2] for p in paths} == {6, 7, 8}
     assert {p.arch for p in paths if p.kind == "min"} == {restricted_space("released", deep.depth_ranges).min_arch()}
     with pytest.raises(KitError, match="depth_ranges must be 4 \\[lo, hi\\] pairs"):
-        build_schedule({"depth_ranges": [[2, 5]]}, seed=0)
+        build_schedule(sampler_section({"depth_ranges": [[2, 5]]}), seed=0)
 
 
 def test_a_groups_list_sampler_draws_the_lists_codes_of_that_group(tmp_path):
@@ -64,14 +65,14 @@ def test_a_groups_list_sampler_draws_the_lists_codes_of_that_group(tmp_path):
     assert 0 < len(in_group) < len(archs)
     section = {"strategy": "list", "arch_list": str(listed), "num_random": 4,
                "depth_ranges": [list(r) for r in deep.depth_ranges]}
-    paths = [p for step in range(25) for p in build_schedule(section, seed=2).paths(0, step)]
+    paths = [p for step in range(25) for p in build_schedule(sampler_section(section), seed=2).paths(0, step)]
     assert {p.arch.code() for p in paths} <= in_group
     assert len({p.arch.code() for p in paths if p.kind == "random"}) > len(in_group) // 2  # the group's codes, not one
     # a group none of the list's codes is in is refused by name
     write_arch_list(str(listed), [ArchEntry(f"arch{i}", a.code()) for i, a in enumerate(archs) if shallow.contains(a)])
     with pytest.raises(KitError, match=r"no code has its stage depths within supernet.sampler.depth_ranges "
                                        r"\[\[2, 5\], \[2, 5\], \[6, 8\], \[2, 5\]\]"):
-        build_schedule(section, seed=0)
+        build_schedule(sampler_section(section), seed=0)
 
 
 def test_split_command_writes_the_manifest_copies_and_commands(tmp_path, capsys):
@@ -115,7 +116,7 @@ def test_two_groups_route_over_two_launched_ranks_into_one_results_file(setup, r
     # the short group's copy: other weights (the original's, every tensor halved), so routing shows
     import paddle
 
-    from supernet.checkpoint import load_checkpoint
+    from runtime.checkpoint import load_checkpoint
 
     state = load_checkpoint(setup["ckpt"])["model"]
     paddle.save({k: v * 0.5 for k, v in state.items()}, str(fs / "short" / "supernet.pdparams"))

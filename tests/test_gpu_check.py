@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from supernet.config import default_config, get, resolve, set_key
+from infra.config import default_config, get, resolve, set_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "bench", "gpu_check.py")
@@ -77,10 +77,11 @@ def test_cpu_smoke_runs_every_step_without_a_failure(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     report = json.loads(out.read_text())
     steps = report["steps"]
-    assert [s["step"] for s in steps] == [1, 2, 3, 4, 5, 6, 7]
+    assert [s["step"] for s in steps] == [1, 2, 3, 4, 5, 6, 7, 8]
     for s in steps:
-        assert s["verdict"] in ("pass", "skipped") and "error" not in s, (s["step"], s.get("error"), s["checks"])
-        assert s["checks"] and all(c["verdict"] in ("pass", "skipped") for c in s["checks"]), s
+        assert s["verdict"] in ("pass", "skipped", "figure") and "error" not in s, (s["step"], s.get("error"),
+                                                                                     s["checks"])
+        assert s["checks"] and all(c["verdict"] in ("pass", "skipped", "figure") for c in s["checks"]), s
     assert report["verdict"] == "pass" and report["mode"] == "cpu-smoke"
     env = report["environment"]
     assert env["paddle"] and env["device"] == "cpu" and "Paddle" in env["start_line"]
@@ -94,7 +95,17 @@ def test_cpu_smoke_runs_every_step_without_a_failure(tmp_path):
     # what only a GPU can do says so
     assert checks["bf16 autocast: top-1 agreement"]["figure"].startswith("skipped on CPU")
     assert checks["kit evaluator, bf16 vs fp32"]["figure"].startswith("skipped on CPU")
+    bn16 = checks["training-mode BN update, bf16 autocast"]
+    assert bn16["figure"].startswith("skipped on CPU") and bn16["values"]["moved"] == bn16["values"]["expected"] > 0
     assert "all 45,000 codes" in " ".join(checks) and get(report, "sizes.slice_codes") == 4
+    # figures are labelled as such; the projection stands beside the review's estimate and the cost split
+    assert checks["data-bound?"]["verdict"] == checks["all 45,000 codes, ImageNet defaults"]["verdict"] == "figure"
+    assert "review's estimate" in checks["all 45,000 codes, ImageNet defaults"]["figure"]
+    assert checks["per-subnet cost split, fp32"]["figure"].startswith("recalibration ")
+    assert "decoding alone predicts >= " in checks["naive per-subnet loop"]["figure"]
+    # two ranks (gloo here): trained, resumed on one, and a 2-rank evaluation equal to a 1-rank one
+    for name in ("2-rank training, fingerprints", "resumed on one rank", "2-rank evaluation = 1-rank"):
+        assert checks[name]["verdict"] == "pass", checks[name]
     assert "overall: PASS" in proc.stdout and "stop and resume: bit-identical" in proc.stdout
 
 
@@ -113,3 +124,16 @@ def test_a_failing_step_is_recorded_with_its_error_line_and_the_next_step_runs(g
     assert [(s["step"], s["verdict"]) for s in steps] == [(1, "fail"), (2, "skipped")]
     assert steps[0]["error"] == "RuntimeError: cuDNN said no" and "Traceback" in steps[0]["traceback"]
     assert steps[0]["checks"] == [{"name": "first check", "verdict": "pass", "figure": "fine"}]
+
+
+def test_figures_are_not_checks_and_the_naive_ratio_is_judged_against_the_decode_rate(gpu_check):
+    step = gpu_check.Step(7)
+    step.add("projection", "figure", "12 h")
+    assert step.verdict() == "figure"  # a step of figures only neither passes nor fails
+    step.add("a check", "pass", "fine")
+    assert step.verdict() == "pass"
+    step.add("another", "fail", "broken")
+    assert step.verdict() == "fail"
+    # 10,000 images decoded at 2,000 images/s (5 s) beside the kit's 1 s of forward passes: 6x expected
+    assert gpu_check.naive_ratio_expected(10000, 2000.0, 1.0) == pytest.approx(6.0)
+    assert gpu_check.naive_ratio_expected(10000, None, 1.0) is None

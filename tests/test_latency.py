@@ -32,8 +32,9 @@ latency:
   out: latency.json
 """
 
-TABLE_KEYS = {"kind", "format", "device", "paddle_version", "threads", "resolution", "batch_sizes", "warmup",
-              "repeats", "rounds", "seed", "sample", "archs", "config", "model", "created", "codes"}
+TABLE_KEYS = {"kind", "format", "device", "runtime", "runtime_versions", "paddle_version", "threads", "resolution",
+              "batch_sizes", "warmup", "repeats", "rounds", "seed", "sample", "archs", "config", "model", "created",
+              "codes"}
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,13 @@ import math
 import numpy as np
 import paddle
 import pytest
+from fakedata import optim_settings, train_settings
 from paddle import nn
 from paddle.optimizer.lr import CosineAnnealingDecay, LinearWarmup
 
-from pretrain import TrainingError, batch_sizes
+from infra.config import ConfigError
 from supernet.optim import OptimConfigError, WarmupCosine, build_optimizer, official_lr_at, warmup_iterations
+from supernet.standalone import TrainingError, batch_sizes
 
 
 def paddle_official(peak, max_epoch, warmup_steps):
@@ -76,8 +78,8 @@ def test_official_schedule_equals_what_model_fit_uses_at_every_iteration():
     steps = images // batch
     assert len(seen.lrs) == steps * max_epoch == 250
 
-    opt, sched = build_optimizer(nn.Linear(3, 2), {"max_epoch": max_epoch, "warmup": warmup_epochs, "lr": peak,
-                                                   "lr_schedule": "official"}, batch, steps, images)
+    official = optim_settings({"max_epoch": max_epoch, "warmup": warmup_epochs, "lr": peak, "lr_schedule": "official"})
+    opt, sched = build_optimizer(nn.Linear(3, 2), official, batch, steps, images)
     assert sched.warmup_steps == warmup == 10
     ours = []
     for _ in range(steps * max_epoch):  # pretrain.py: read the rate, optimizer step, then scheduler.step()
@@ -99,7 +101,7 @@ def test_cosine_stays_the_kits_single_decay():
 
 def test_bad_schedule_names_are_refused():
     with pytest.raises(OptimConfigError, match="lr_schedule must be one of cosine, official, got 'step'"):
-        build_optimizer(nn.Linear(3, 2), {"max_epoch": 2, "lr_schedule": "step"}, 4, 5, 20)
+        build_optimizer(nn.Linear(3, 2), optim_settings({"max_epoch": 2, "lr_schedule": "step"}), 4, 5, 20)
     with pytest.raises(OptimConfigError, match="integer max_epoch"):
         WarmupCosine(0.1, 10, 1, schedule="official", max_epoch=None)
 
@@ -111,9 +113,9 @@ def test_warmup_iterations_follow_the_official_formula():
 
 
 def test_batch_size_is_per_rank_unless_the_global_batch_is_given():
-    assert batch_sizes({"batch_size": 1024}, 4) == (1024, 4096)  # the README's official command: lr 1.6
-    assert batch_sizes({"batch_size": 1024, "global_batch_size": 1024}, 4) == (256, 1024)
+    assert batch_sizes(train_settings({"batch_size": 1024}), 4) == (1024, 4096)  # the README's official command: lr 1.6
+    assert batch_sizes(train_settings({"batch_size": 1024, "global_batch_size": 1024}), 4) == (256, 1024)
     with pytest.raises(TrainingError, match="train.global_batch_size must be a positive multiple of the 3 ranks"):
-        batch_sizes({"batch_size": 8, "global_batch_size": 1024}, 3)
-    with pytest.raises(TrainingError, match=r"--batch_size \(images per rank\) must be a positive integer, got 0"):
-        batch_sizes({"batch_size": 0}, 1)
+        batch_sizes(train_settings({"batch_size": 8, "global_batch_size": 1024}), 3)
+    with pytest.raises(ConfigError, match=r"train.batch_size \(images per rank\) must be a positive integer, got 0"):
+        batch_sizes(train_settings({"batch_size": 0}), 1)

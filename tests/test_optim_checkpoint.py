@@ -7,9 +7,10 @@ import random
 import numpy as np
 import paddle
 import pytest
+from fakedata import optim_settings
 from paddle import nn
 
-from supernet.checkpoint import (
+from runtime.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
@@ -18,8 +19,8 @@ from supernet.checkpoint import (
     save_checkpoint,
     training_state,
 )
+from runtime.device import DeviceError, rng_state, seed_everything, select_device, set_rng_state
 from supernet.optim import OptimConfigError, WarmupCosine, build_optimizer, lr_at, peak_lr
-from supernet.runtime import DeviceError, rng_state, seed_everything, select_device, set_rng_state
 
 # --- schedule -----------------------------------------------------------------------------------
 
@@ -57,11 +58,11 @@ def test_scheduler_follows_lr_at_and_state_round_trips():
 
 
 def test_peak_lr_linear_scaling_rule():
-    assert peak_lr({}, 1024) == pytest.approx(0.4)
-    assert peak_lr({"base_lr": 0.2}, 128) == pytest.approx(0.1)
-    assert peak_lr({"lr": 0.05}, 1024) == 0.05
+    assert peak_lr(optim_settings({}), 1024) == pytest.approx(0.4)
+    assert peak_lr(optim_settings({"base_lr": 0.2}), 128) == pytest.approx(0.1)
+    assert peak_lr(optim_settings({"lr": 0.05}), 1024) == 0.05
     with pytest.raises(OptimConfigError, match="must be positive"):
-        peak_lr({"lr": 0.0}, 256)
+        peak_lr(optim_settings({"lr": 0.0}), 256)
 
 
 def _tiny_model():
@@ -70,19 +71,19 @@ def _tiny_model():
 
 def test_build_optimizer_steps_and_warmup_in_iterations():
     model = _tiny_model()
-    opt, sched = build_optimizer(model, {"max_epoch": 10, "warmup": 2}, global_batch=512, steps_per_epoch=7,
-                                 train_images=512 * 7 + 100)
+    opt, sched = build_optimizer(model, optim_settings({"max_epoch": 10, "warmup": 2, "lr_schedule": "cosine"}),
+                                 global_batch=512, steps_per_epoch=7, train_images=512 * 7 + 100)
     assert sched.total_steps == 70 and sched.warmup_steps == 14 and sched.peak_lr == pytest.approx(0.2)
     assert opt.get_lr() == pytest.approx(0.2 / 14)
     with pytest.raises(OptimConfigError, match="warmup must be between 0 and max_epoch=3"):
-        build_optimizer(model, {"max_epoch": 3, "warmup": 4}, 256, 5, 256 * 5)
+        build_optimizer(model, optim_settings({"max_epoch": 3, "warmup": 4}), 256, 5, 256 * 5)
 
 
 def _one_decay_step(no_bn_decay):
     paddle.seed(0)
     model = _tiny_model()
-    opt, _ = build_optimizer(model, {"max_epoch": 1, "warmup": 0, "lr": 1.0, "weight_decay": 0.1,
-                                     "momentum": 0.0, "no_bn_decay": no_bn_decay}, 256, 1, 256)
+    opt, _ = build_optimizer(model, optim_settings({"max_epoch": 1, "warmup": 0, "lr": 1.0, "weight_decay": 0.1,
+                                     "momentum": 0.0, "no_bn_decay": no_bn_decay}), 256, 1, 256)
     trainable = [(n, p) for n, p in model.named_parameters() if not p.stop_gradient]  # not BN statistics
     for _, p in trainable:  # biases start at 0, which decay would not move: make them non-zero
         p.set_value(paddle.uniform(p.shape, min=0.5, max=1.5))
@@ -107,8 +108,8 @@ def test_weight_decay_hits_bn_and_bias_unless_excluded():
 def test_gradient_clipping_by_global_norm():
     lin = nn.Linear(2, 1, bias_attr=False)
     w0 = lin.weight.numpy().copy()
-    opt, _ = build_optimizer(lin, {"max_epoch": 1, "warmup": 0, "lr": 1.0, "weight_decay": 0.0,
-                                   "momentum": 0.0, "grad_clip": 1.0}, 256, 1, 256)
+    opt, _ = build_optimizer(lin, optim_settings({"max_epoch": 1, "warmup": 0, "lr": 1.0, "weight_decay": 0.0,
+                                   "momentum": 0.0, "grad_clip": 1.0}), 256, 1, 256)
     lin.weight.grad = paddle.to_tensor([[3.0], [4.0]])  # norm 5 -> scaled to norm 1
     opt.step()
     np.testing.assert_allclose(w0 - lin.weight.numpy(), [[0.6], [0.8]], rtol=1e-6)
@@ -129,7 +130,7 @@ def _train(model, opt, sched, steps, seed):
 
 
 def test_resume_in_a_model_with_other_unique_names_continues_identically(tmp_path):
-    cfg = {"max_epoch": 2, "warmup": 1, "lr": 0.5}
+    cfg = optim_settings({"max_epoch": 2, "warmup": 1, "lr": 0.5})
     paddle.seed(3)
     a = _tiny_model()
     opt_a, sched_a = build_optimizer(a, cfg, 256, 5, 256 * 5)

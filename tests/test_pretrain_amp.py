@@ -1,4 +1,4 @@
-"""pretrain.py's AMP switch (train.amp / --amp), parsed by the kit's one AMP parser (supernet.config): fp32 by
+"""pretrain.py's AMP switch (train.amp / --amp), parsed by the kit's one AMP parser (runtime.amp): fp32 by
 default, GPU only (Paddle 3.3's autocast does nothing on a CPU place), and both autocast branches
 (bf16; fp16 with a loss scaler whose state goes into the checkpoint) run when forced on CPU."""
 
@@ -8,9 +8,9 @@ import math
 import pytest
 from test_pretrain_run import images, official  # noqa: F401 - `images` is a fixture
 
-import pretrain
-import supernet.config
-from supernet.checkpoint import load_checkpoint
+import runtime.amp
+from runtime.checkpoint import load_checkpoint
+from supernet import standalone as pretrain
 
 
 def test_amp_bf16_on_cpu_trains_in_fp32_with_a_finite_loss(images, tmp_path, capsys):  # noqa: F811
@@ -28,9 +28,9 @@ def test_forced_autocast_branches_train_with_finite_losses(images, tmp_path, mon
 
     def forced(name, device, key="amp", warn=False):
         chosen.append((name, key))
-        return supernet.config.AMP_DTYPES[str(name)]
+        return runtime.amp.AMP_DTYPES[str(name)]
 
-    monkeypatch.setattr(supernet.config, "amp_dtype", forced)
+    monkeypatch.setattr(runtime.amp, "amp_dtype", forced)
     out = tmp_path / amp
     assert pretrain.main(official(images, out, "--amp", amp)) == 0
     assert chosen == [(amp, "train.amp")]

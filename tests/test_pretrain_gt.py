@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from test_data_images import write_image_tree
 
-import pretrain
 from encoding import RELEASED, ArchEntry, NetSpec, costs, write_arch_list
+from supernet import standalone as pretrain
 
 TINY = ["data.resolution=32", "data.val_resize=36", "model.width_mult=0.125", "model.num_classes=3"]
 

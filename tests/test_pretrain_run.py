@@ -13,7 +13,7 @@ import pytest
 from faults import STANDALONE_NAN, python_with
 from test_data_images import BAD, write_image_tree
 
-import pretrain
+from supernet import standalone as pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CODE = "1252233313000000223212122253130000000000006515000000"
@@ -160,7 +160,7 @@ def test_bad_settings_are_clear_errors(images, tmp_path, capsys):
 def test_evaluate_classifier_against_numpy():
     from paddle import nn
 
-    from supernet.data import ArrayImages, build_loader
+    from imagedata import ArrayImages, build_loader
 
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((23, 7)).astype(np.float32)

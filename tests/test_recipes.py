@@ -9,7 +9,7 @@ import paddle
 import pytest
 from test_train_supernet import image_dir, tiny_overrides  # noqa: F401 (fixture)
 
-from supernet.config import get, resolve
+from infra.config import get, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(ROOT, "configs", "recipes")
@@ -51,7 +51,7 @@ def test_recipe_trains_two_steps_at_toy_size(name, image_dir, tmp_path):  # noqa
     paddle.save(build_static(ResNet48Supernet.max_arch(), paddle_spec(base)).state_dict(), weights)
     cfg = resolve(os.path.join(RECIPES, f"{name}.yaml"), overrides=[
         "base=configs/demo.yaml", *tiny_overrides(image_dir, str(tmp_path / "run")), "supernet.max_steps=2",
-        "supernet.sampler.large_pool=8", f"supernet.pretrained={weights}",
+        *(["supernet.sampler.pool_size=8"] if name == "first_place" else []), f"supernet.pretrained={weights}",
         *([f"supernet.loss.teacher={weights}"] if name == "first_place" else [])])
     summary = Trainer(cfg).run()
     assert summary["global_step"] == 2 and os.path.isfile(summary["last_checkpoint"])
@@ -62,6 +62,6 @@ def test_recipe_trains_two_steps_at_toy_size(name, image_dir, tmp_path):  # noqa
 
 
 def paddle_spec(cfg):
-    from supernet.config import net_spec
+    from encoding import net_spec
 
     return net_spec(cfg)

@@ -17,10 +17,10 @@ import pytest
 from test_data_images import write_image_tree
 from test_train_supernet import DEMO, make_image_folder, tiny_overrides
 
-import pretrain
 from encoding import DOCUMENTED, ArchEntry, write_arch_list
 from infra.atomic import sweep_temp_files
 from infra.runlock import FolderInUse, acquire, check_free, release
+from supernet import standalone as pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "train_supernet.sh")
@@ -147,7 +147,7 @@ def test_every_writing_command_refuses_a_folder_in_use(tmp_path, images, image_t
 
 def test_claiming_a_folder_sweeps_what_killed_atomic_writes_left(tmp_path):
     from infra.runlock import release
-    from supernet.runtime import claim_run_folder
+    from runtime.device import claim_run_folder
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

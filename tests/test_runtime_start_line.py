@@ -7,7 +7,7 @@ import sys
 import paddle
 import pytest
 
-from supernet import runtime
+import runtime.device as runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NVIDIA_SMI_L = ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0f1e2d3c-aaaa-bbbb-cccc-000000000000)\n"

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from fakedata import sampler_section
 
 from encoding import (
     DOCUMENTED,
@@ -20,14 +21,10 @@ from encoding import (
     macs_of,
     write_arch_list,
 )
-from supernet.samplers import (
-    LargeBiasedSampler,
-    ListSampler,
-    PathSchedule,
-    UniformSampler,
-    build_schedule,
-    step_rng,
-)
+from supernet.samplers import PathSchedule, build_schedule, step_rng
+from supernet.samplers.arch_list import ListSampler
+from supernet.samplers.large import LargeBiasedSampler
+from supernet.samplers.uniform import UniformSampler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +36,7 @@ def _codes(paths):
 @pytest.mark.parametrize("space", ["released", "documented"])
 @pytest.mark.parametrize("strategy", ["uniform", "large"])
 def test_codes_are_valid_in_their_space(strategy, space):
-    schedule = build_schedule({"strategy": strategy, "space": space, "num_random": 3}, seed=5)
+    schedule = build_schedule(sampler_section({"strategy": strategy, "space": space, "num_random": 3}), seed=5)
     target = RELEASED if space == "released" else DOCUMENTED
     for step in range(40):
         for path in schedule.paths(epoch=1, step=step):
@@ -50,32 +47,32 @@ def test_codes_are_valid_in_their_space(strategy, space):
 
 
 def test_same_seed_epoch_step_gives_same_paths_and_others_differ():
-    a = build_schedule({"strategy": "uniform", "num_random": 4}, seed=11)
-    b = build_schedule({"strategy": "uniform", "num_random": 4}, seed=11)
+    a = build_schedule(sampler_section({"strategy": "uniform", "num_random": 4}), seed=11)
+    b = build_schedule(sampler_section({"strategy": "uniform", "num_random": 4}), seed=11)
     seq_a = [_codes(a.paths(e, s)) for e in range(2) for s in range(5)]
     seq_b = [_codes(b.paths(e, s)) for e in range(2) for s in reversed(range(5))]  # order of asking is irrelevant
     assert seq_a == [seq_b[e * 5 + 4 - s] for e in range(2) for s in range(5)]
     assert len({json.dumps(x) for x in seq_a}) == len(seq_a)  # every (epoch, step) draws anew
-    c = build_schedule({"strategy": "uniform", "num_random": 4}, seed=12)
+    c = build_schedule(sampler_section({"strategy": "uniform", "num_random": 4}), seed=12)
     assert _codes(c.paths(0, 0)) != _codes(a.paths(0, 0))
 
 
 def test_random_paths_follow_the_step_generator():
-    schedule = build_schedule({"strategy": "uniform", "depth_uniform": True, "num_random": 3,
-                               "sandwich": False}, seed=3)
+    schedule = build_schedule(sampler_section({"strategy": "uniform", "depth_uniform": True, "num_random": 3,
+                               "sandwich": False}), seed=3)
     rng = step_rng(3, 2, 7)
     expected = [RELEASED.sample(rng, depth_uniform=True).code() for _ in range(3)]
     assert [p.arch.code() for p in schedule.paths(2, 7)] == expected
 
 
 def test_sandwich_puts_max_then_min_first():
-    schedule = build_schedule({"strategy": "uniform", "space": "released", "num_random": 2}, seed=0)
+    schedule = build_schedule(sampler_section({"strategy": "uniform", "space": "released", "num_random": 2}), seed=0)
     kinds = [p.kind for p in schedule.paths(0, 0)]
     assert kinds == ["max", "min", "random", "random"]
     paths = schedule.paths(0, 0)
     assert paths[0].arch.code() == "1558511111111111111111111111111111111111111111111111"
     assert paths[1].arch.code() == "1222233333000000333300000055550000000000007777000000"
-    off = build_schedule({"strategy": "uniform", "sandwich": False, "num_random": 2}, seed=0)
+    off = build_schedule(sampler_section({"strategy": "uniform", "sandwich": False, "num_random": 2}), seed=0)
     assert [p.kind for p in off.paths(0, 0)] == ["random", "random"]
 
 
@@ -103,8 +100,8 @@ def _write_list(path, codes):
 def test_list_sampler_yields_only_list_codes_and_sandwiches_within_the_list(tmp_path):
     codes = [a.code() for a in RELEASED.sample_many(6, seed=4)]
     _write_list(tmp_path / "archs.json", codes)
-    schedule = build_schedule({"strategy": "list", "arch_list": str(tmp_path / "archs.json"),
-                               "num_random": 2}, seed=1)
+    schedule = build_schedule(sampler_section({"strategy": "list", "arch_list": str(tmp_path / "archs.json"),
+                               "num_random": 2}), seed=1)
     seen = set()
     for step in range(60):
         paths = schedule.paths(0, step)
@@ -133,13 +130,13 @@ def test_list_sampler_rejects_codes_outside_its_space(tmp_path):
 
 def test_bad_sampler_settings_are_named(tmp_path):
     with pytest.raises(KitError, match="unknown sampler strategy 'sandwichh'"):
-        build_schedule({"strategy": "sandwichh"}, seed=0)
+        build_schedule(sampler_section({"strategy": "sandwichh"}), seed=0)
     with pytest.raises(KitError, match="needs supernet.sampler.arch_list"):
-        build_schedule({"strategy": "list"}, seed=0)
+        build_schedule(sampler_section({"strategy": "list"}), seed=0)
     with pytest.raises(KitError, match="supernet.sampler.space: unknown search space 'big'"):
-        build_schedule({"space": "big"}, seed=0)
+        build_schedule(sampler_section({"space": "big"}), seed=0)
     with pytest.raises(KitError, match="pool must be at least 1, got 0"):
-        build_schedule({"strategy": "large", "large_pool": 0}, seed=0)
+        build_schedule(sampler_section({"strategy": "large", "large_pool": 0}), seed=0)
     with pytest.raises(KitError, match="no paths to train"):
         PathSchedule(UniformSampler(), num_random=0, sandwich=False)
     (tmp_path / "empty.json").write_text("{}")
@@ -149,9 +146,11 @@ def test_bad_sampler_settings_are_named(tmp_path):
 
 RANK_SCRIPT = textwrap.dedent("""
     import json, os, sys
+    sys.path.insert(0, os.path.join(os.environ["PYTHONPATH"], "tests"))
+    from fakedata import sampler_section
     from supernet.samplers import build_schedule
     rank = int(os.environ["PADDLE_TRAINER_ID"])
-    schedule = build_schedule({"strategy": "large", "num_random": 2, "large_pool": 3}, seed=7)
+    schedule = build_schedule(sampler_section({"strategy": "large", "num_random": 2, "large_pool": 3}), seed=7)
     codes = [[p.arch.code() for p in schedule.paths(epoch, step)] for epoch in range(2) for step in range(5)]
     with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
         json.dump(codes, f)
@@ -176,12 +175,12 @@ def test_two_launched_ranks_draw_the_same_codes(tmp_path):
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert rank0 == rank1
     assert len(rank0) == 10 and len({tuple(x) for x in rank0}) == 10
-    local = build_schedule({"strategy": "large", "num_random": 2, "large_pool": 3}, seed=7)
+    local = build_schedule(sampler_section({"strategy": "large", "num_random": 2, "large_pool": 3}), seed=7)
     assert rank0[7] == [p.arch.code() for p in local.paths(1, 2)]
 
 
 def test_progressive_shrinking_widens_depth_then_width_by_epoch():
-    from supernet.samplers import ProgressiveSampler, build_schedule, shrunk_space
+    from supernet.samplers.uniform import ProgressiveSampler, shrunk_space
 
     released = get_space("released")
     assert shrunk_space(released, 0, 0).size() == 1  # only the largest subnet
@@ -189,8 +188,8 @@ def test_progressive_shrinking_widens_depth_then_width_by_epoch():
     assert s.depth_ranges == ((3, 5), (3, 5), (6, 8), (3, 5)) and s.stage_digits == (2, 2, 2, 2) and s.stem_digits == 2
     assert shrunk_space(released, 10, 10) == replace(released, name=shrunk_space(released, 10, 10).name)
 
-    sched = build_schedule({"strategy": "uniform", "num_random": 3, "progressive":
-                            {"depth_epochs": [1, 2], "width_epochs": [3]}}, seed=5)
+    sched = build_schedule(sampler_section({"strategy": "uniform", "num_random": 3, "progressive":
+                            {"depth_epochs": [1, 2], "width_epochs": [3]}}), seed=5)
     for epoch, (depth, width) in enumerate([(0, 0), (1, 0), (2, 0), (2, 1)]):
         allowed = shrunk_space(released, depth, width)
         paths = [p for step in range(20) for p in sched.paths(epoch, step)]
@@ -203,15 +202,14 @@ def test_progressive_shrinking_widens_depth_then_width_by_epoch():
     with pytest.raises(KitError, match="progressive.depth_epochs must be ascending epochs >= 0"):
         ProgressiveSampler(depth_epochs=[3, 1])
     with pytest.raises(KitError, match="progressive shrinks the uniform sampler"):
-        build_schedule({"strategy": "large", "progressive": {"depth_epochs": [1]}}, seed=0)
+        build_schedule(sampler_section({"strategy": "large", "progressive": {"depth_epochs": [1]}}), seed=0)
 
 
 def test_pool_top_keeps_the_largest_of_the_pool_and_adds_a_path_every_third_step():
     from encoding import widths
-    from supernet.samplers import UniformSampler, build_schedule, step_rng
 
-    sched = build_schedule({"strategy": "pool_top", "large_pool": 40, "pool_keep": 4, "sandwich": False,
-                            "extra_random_every": 3}, seed=9)
+    sched = build_schedule(sampler_section({"strategy": "pool_top", "pool_size": 40, "pool_keep": 4, "sandwich": False,
+                            "extra_random_every": 3}), seed=9)
     for step in range(6):
         paths = sched.paths(1, step)
         rng = step_rng(9, 1, step)  # the same draws, counted by hand
@@ -227,6 +225,6 @@ def test_pool_top_keeps_the_largest_of_the_pool_and_adds_a_path_every_third_step
         if step in (2, 5):
             assert paths[4].arch == UniformSampler("released").draw(rng)  # the next uniform draw
     with pytest.raises(KitError, match="need 1 <= keep <= pool"):
-        build_schedule({"strategy": "pool_top", "large_pool": 3, "pool_keep": 4}, seed=0)
+        build_schedule(sampler_section({"strategy": "pool_top", "pool_size": 3, "pool_keep": 4}), seed=0)
     with pytest.raises(KitError, match="pool_by must be channels or macs"):
-        build_schedule({"strategy": "pool_top", "pool_by": "params"}, seed=0)
+        build_schedule(sampler_section({"strategy": "pool_top", "pool_by": "params"}), seed=0)

@@ -100,7 +100,7 @@ def test_bad_inputs_have_clear_errors():
 
 
 def test_import_supernet_does_not_import_paddle():
-    code = ("import sys, supernet, supernet.config; assert 'paddle' not in sys.modules, 'paddle imported'; "
+    code = ("import sys, supernet, infra.config; assert 'paddle' not in sys.modules, 'paddle imported'; "
             "supernet.StaticResNet; assert 'paddle' in sys.modules; print(sorted(supernet.__all__))")
     root = pathlib.Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(root))

@@ -15,7 +15,7 @@ import pytest
 from faults import SUPERNET_FAULT, python_with
 from PIL import Image
 
-from encoding import RELEASED, ArchEntry, write_arch_list
+from encoding import RELEASED, ArchEntry, net_spec, write_arch_list
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "configs", "demo.yaml")
@@ -159,7 +159,7 @@ def _trainer(image_dir, tmp_path, *extra):
 
 def test_bad_settings_are_reported_before_training(image_dir, tmp_path):
     from encoding import KitError
-    from supernet.config import ConfigError
+    from infra.config import ConfigError
 
     cases = [
         (("supernet.batch_size=0",), ConfigError, "supernet.batch_size must be an integer >= 1 or null, got 0"),
@@ -223,7 +223,7 @@ def test_rank_check_logs_tau_and_pearson_of_the_ground_truth(image_dir, tmp_path
     assert "rank check after epoch 1: Kendall tau" in proc.stdout
     # the evaluate package, reading the final weights file, measures the same accuracies
     from evaluate.evaluator import SubnetEvaluator
-    from evaluate.inputs import build_calibration_batches, build_eval_set, load_supernet
+    from evaluate.oracle import build_calibration_batches, build_eval_set
     from evaluate.settings import EvalSettings
     from train_supernet import load_config
 
@@ -231,13 +231,13 @@ def test_rank_check_logs_tau_and_pearson_of_the_ground_truth(image_dir, tmp_path
                                                 "evaluate.calibration.batches=1", "evaluate.calibration.batch_size=8",
                                                 f"evaluate.checkpoint={out}/supernet.pdparams")])
     settings = EvalSettings.from_config(cfg)
-    evaluator = SubnetEvaluator(load_supernet(cfg, settings), build_eval_set(cfg, settings, on_gpu=False), 8,
+    evaluator = SubnetEvaluator(settings.source().load(net_spec(cfg)), build_eval_set(cfg, settings, on_gpu=False), 8,
                                 "recalibrate", build_calibration_batches(cfg, settings))
     assert {f"arch{i + 1}": evaluator.evaluate(c)["top1"] for i, c in enumerate(codes)} == top1
 
 
 def test_command_line_pieces():
-    from supernet.config import default_config
+    from infra.config import default_config
     from supernet.samplers import Path
     from supernet.train import mean_by_kind
     from train_supernet import launch_plan, load_config, split_positionals

@@ -211,7 +211,7 @@ def test_rank_loss_step_adds_the_weighted_hinge_of_the_paths_cross_entropies(ima
 
 
 def test_rank_loss_settings_are_checked(image_dir, tmp_path):
-    from supernet.config import ConfigError
+    from infra.config import ConfigError
 
     with pytest.raises(ConfigError, match="rank.cost must be macs or params"):
         trainer(image_dir, tmp_path, "supernet.loss.rank.cost=flops")

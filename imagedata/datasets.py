@@ -16,12 +16,11 @@ import numpy as np
 import paddle
 from PIL import Image
 
-from ..config import get
 from .errors import DataError
 from .glyphs import glyph_spec, load_glyphs
 from .idx import FASHION_MNIST_DIR, load_fashion_mnist
+from .settings import LAYOUTS, DataSettings
 from .transforms import (
-    AUGMENTS,
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
     IMAGENET_MEAN,
@@ -34,8 +33,6 @@ from .transforms import (
 )
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-DATASETS = ("imagenet", "fashion_mnist", "glyphs")
-LAYOUTS = ("auto", "folders", "lists")
 SPLITS = ("train", "val")
 # What PIL raises on truncated, corrupt or vanished files.
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -303,53 +300,46 @@ def stratified_subset(labels, n, seed):
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-# --- from a config -------------------------------------------------------------------------------
+# --- from the data settings ----------------------------------------------------------------------
 
-def _augment(cfg, augment):
-    kind = get(cfg, "data.augment", "standard") if augment else "none"
-    if kind not in AUGMENTS:
-        raise DataError(f"unknown data.augment {kind!r}: expected one of {', '.join(AUGMENTS)}")
-    return kind
+def _norm(data, mean, std):
+    return tuple(data.mean or mean), tuple(data.std or std)
 
 
-def _norm(cfg, mean, std):
-    return tuple(get(cfg, "data.mean", None) or mean), tuple(get(cfg, "data.std", None) or std)
-
-
-def build_dataset(cfg, split="train", augment=None):
-    """The `split` ('train' or 'val') dataset the config describes, subset applied.
+def build_dataset(data, split="train", augment=None):
+    """The `split` ('train' or 'val') dataset the data settings (DataSettings) describe, subset applied.
 
     augment: None = augment the training split only. With augmentation the `data.augment`
     kind applies ('standard': ImageNet RandomResizedCrop + flip, Fashion-MNIST pad-2 random
     crop + flip; 'flip'; 'none'); without it, the evaluation transform.
     """
+    if not isinstance(data, DataSettings):
+        raise TypeError(f"build_dataset takes DataSettings (DataSettings.from_config(cfg)), got {type(data).__name__}")
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: expected 'train' or 'val'")
     augment = split == "train" if augment is None else augment
-    kind = _augment(cfg, augment)
-    dataset = _split_dataset(cfg, split, kind)
-    holdout = get(cfg, "data.holdout", None)
-    if holdout:
-        dataset = _apply_holdout(cfg, split, kind, dataset, int(holdout))
-    size = get(cfg, f"data.{split}_subset", None)
+    kind = data.augment if augment else "none"
+    dataset = _split_dataset(data, split, kind)
+    if data.holdout:
+        dataset = _apply_holdout(data, split, kind, dataset, int(data.holdout))
+    size = data.train_subset if split == "train" else data.val_subset
     if size is not None:
-        dataset = dataset.subset(stratified_subset(dataset.labels, size, get(cfg, "data.subset_seed", 0)))
-    num_classes = get(cfg, "model.num_classes", None)
-    if num_classes is not None and len(dataset) and dataset.labels.max() >= num_classes:
+        dataset = dataset.subset(stratified_subset(dataset.labels, size, data.subset_seed))
+    if len(dataset) and dataset.labels.max() >= data.num_classes:
         raise DataError(f"the {split} split has labels up to {int(dataset.labels.max())} but model.num_classes "
-                        f"is {num_classes}: set model.num_classes, or keep fewer classes with data.classes")
+                        f"is {data.num_classes}: set model.num_classes, or keep fewer classes with data.classes")
     return dataset
 
 
-def _apply_holdout(cfg, split, kind, dataset, holdout):
+def _apply_holdout(data, split, kind, dataset, holdout):
     """`data.holdout` training images leave the training split and join the validation split:
     a larger validation set where the official one is small (Fashion-MNIST's 10,000 images put
     +-0.16% of sampling noise on each accuracy, as much as seed-to-seed training noise)."""
-    train = dataset if split == "train" else _split_dataset(cfg, "train", kind)
+    train = dataset if split == "train" else _split_dataset(data, "train", kind)
     if not 0 < holdout < len(train):
         raise DataError(f"data.holdout {holdout}: the training split has {len(train)} images "
                         f"(hold out between 1 and {len(train) - 1})")
-    held = stratified_subset(train.labels, holdout, get(cfg, "data.subset_seed", 0))
+    held = stratified_subset(train.labels, holdout, data.subset_seed)
     if split == "train":
         return dataset.subset(np.setdiff1d(np.arange(len(train)), held))
     if list(train.classes) != list(dataset.classes):
@@ -357,44 +347,33 @@ def _apply_holdout(cfg, split, kind, dataset, holdout):
     return dataset.concat(train.subset(held))
 
 
-def _split_dataset(cfg, split, kind):
-    dataset = _whole_split(cfg, split, kind)
-    classes = get(cfg, "data.classes", None)
-    return dataset if classes is None else dataset.with_classes(classes)
+def _split_dataset(data, split, kind):
+    dataset = _whole_split(data, split, kind)
+    return dataset if data.classes is None else dataset.with_classes(list(data.classes))
 
 
-def _whole_split(cfg, split, kind):
-    name = get(cfg, "data.name", "imagenet")
-    resolution = int(get(cfg, "data.resolution"))
+def _whole_split(data, split, kind):
+    name, resolution = data.name, data.resolution
     if name in ("fashion_mnist", "glyphs"):
-        if get(cfg, "data.image_dir", None):
-            raise DataError(f"data.image_dir is set but data.name is {name}: set data.name=imagenet "
-                            "(or use configs/imagenet.yaml) to train on an image directory")
-        if name == "glyphs":  # IDX files too, checked against the config's data.glyphs (supernet/data/glyphs.py)
-            images, labels, manifest = load_glyphs(*glyph_spec(get(cfg, "data.glyphs", None)), split)
+        if name == "glyphs":  # IDX files too, checked against the config's data.glyphs (imagedata/glyphs.py)
+            glyphs = None if data.glyphs is None else dict(data.glyphs)
+            images, labels, manifest = load_glyphs(*glyph_spec(glyphs), split)
             norm, classes = ((manifest["mean"],), (manifest["std"],)), list(manifest["chars"])
         else:
-            images, labels = load_fashion_mnist(get(cfg, "data.fashion_mnist_dir", None) or FASHION_MNIST_DIR, split)
+            images, labels = load_fashion_mnist(data.fashion_mnist_dir or FASHION_MNIST_DIR, split)
             norm, classes = (FASHION_MNIST_MEAN, FASHION_MNIST_STD), [str(c) for c in range(10)]
-        mean, std = _norm(cfg, *norm)
+        mean, std = _norm(data, *norm)
         transform = SmallImage(resolution, pad=2 if kind == "standard" else 0, flip=kind != "none",
                                mean=mean, std=std)
-        dataset = ArrayImages(images, labels, transform, classes)
-    elif name == "imagenet":
-        paths, labels, classes = image_split(get(cfg, "data.image_dir", None), split,
-                                             get(cfg, "data.layout", "auto"))
-        channels = int(get(cfg, "model.in_channels", 3))
-        mode = {3: "RGB", 1: "L"}.get(channels)
-        if mode is None:
-            raise DataError(f"image files can feed models with 1 or 3 input channels, not {channels}")
-        mean, std = _norm(cfg, IMAGENET_MEAN if mode == "RGB" else (0.5,), IMAGENET_STD if mode == "RGB" else (0.5,))
-        if kind == "standard":
-            transform = ImageTrain(resolution, get(cfg, "data.crop_scale", (0.08, 1.0)),
-                                   get(cfg, "data.crop_ratio", (3 / 4, 4 / 3)), mean, std)
-        else:
-            resize = get(cfg, "data.val_resize", None) or int(round(resolution / 0.875))
-            transform = ImageEval(resolution, resize, flip=kind == "flip", mean=mean, std=std)
-        dataset = ImageFiles(paths, labels, transform, classes, mode, root=get(cfg, "data.image_dir"))
+        return ArrayImages(images, labels, transform, classes)
+    paths, labels, classes = image_split(data.image_dir, split, data.layout)
+    mode = {3: "RGB", 1: "L"}.get(data.in_channels)
+    if mode is None:
+        raise DataError(f"image files can feed models with 1 or 3 input channels, not {data.in_channels}")
+    mean, std = _norm(data, IMAGENET_MEAN if mode == "RGB" else (0.5,), IMAGENET_STD if mode == "RGB" else (0.5,))
+    if kind == "standard":
+        transform = ImageTrain(resolution, data.crop_scale, data.crop_ratio, mean, std)
     else:
-        raise DataError(f"unknown data.name {name!r}: expected one of {', '.join(DATASETS)}")
-    return dataset
+        resize = data.val_resize or int(round(resolution / 0.875))
+        transform = ImageEval(resolution, resize, flip=kind == "flip", mean=mean, std=std)
+    return ImageFiles(paths, labels, transform, classes, mode, root=data.image_dir)

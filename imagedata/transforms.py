@@ -25,7 +25,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FASHION_MNIST_MEAN = (0.2860406,)
 FASHION_MNIST_STD = (0.3530242,)
 
-AUGMENTS = ("standard", "flip", "none")
 
 
 def sample_rng(seed, epoch, index):
@@ -52,8 +51,19 @@ class Normalize:
         if len(self.mean) != len(self.std) or not self.mean:
             raise ValueError(f"mean {self.mean} and std {self.std} need one value per channel")
 
-    def _constant(self, values):
-        return paddle.to_tensor(np.asarray(values, dtype=np.float32).reshape(1, len(values), 1, 1))
+    def _constants(self, place):
+        """(mean, std) as (1, C, 1, 1) float32 tensors on `place`, made once per place: uploading them
+        from numpy at every batch is two host-to-device copies (and syncs) per batch on a GPU."""
+        cache = self.__dict__.setdefault("_on_place", {})
+        key = str(place)
+        if key not in cache:
+            c = len(self.mean)
+            cache[key] = tuple(paddle.to_tensor(np.asarray(v, dtype=np.float32).reshape(1, c, 1, 1), place=place)
+                               for v in (self.mean, self.std))
+        return cache[key]
+
+    def __getstate__(self):  # loader workers get the numbers, not tensors on a device
+        return {k: v for k, v in self.__dict__.items() if k != "_on_place"}
 
     def __call__(self, images):
         if not isinstance(images, paddle.Tensor):
@@ -61,7 +71,8 @@ class Normalize:
         if images.dtype != paddle.uint8:
             return images
         x = images.astype("float32") / 255.0
-        return (x - self._constant(self.mean)) / self._constant(self.std)
+        mean, std = self._constants(x.place)
+        return (x - mean) / std
 
     def __repr__(self):
         return f"Normalize(mean={self.mean}, std={self.std})"

@@ -13,9 +13,9 @@ in again: ~4,000-19,000 page faults and 10-40 ms of kernel time per 128-image ba
 net. Fixing glibc's mmap threshold at its 32 MB ceiling and never trimming keeps those blocks
 in the process (RSS stays at its peak, which every step reaches anyway).
 
-`conv`: which CPU convolution the models' layers call (`supernet.conv`): 'onednn' installs the path of
-`supernet.onednn_conv`, 'paddle' Paddle's own kernel, 'auto' oneDNN when it loads and checks out.
-Only a CPU run imports `supernet.onednn_conv`.
+`conv`: which CPU convolution the models' layers call (`runtime.conv`): 'onednn' installs the path of
+`runtime.onednn_conv`, 'paddle' Paddle's own kernel, 'auto' oneDNN when it loads and checks out.
+Only a CPU run imports `runtime.onednn_conv`.
 
 Both keep results equal to the plain path up to float32 rounding (tests/test_fast_paths.py);
 bench/cpu_throughput.py measures what each one gains.
@@ -25,7 +25,7 @@ import ctypes
 import os
 import platform
 
-from encoding import KitError
+from infra.errors import KitError
 
 MODES = ("auto", "on", "off")
 MKL_MODES = MODES
@@ -34,7 +34,6 @@ MKL_AVX2 = "5"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 MMAP_THRESHOLD_MAX = 32 * 2**20              # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
 TRIM_NEVER = 2**31 - 1
-CONV_BACKENDS = ("auto", "onednn", "paddle")
 DEFAULTS = {"conv": "auto", "mkl_avx2_on_amd": "auto", "keep_freed_memory": "auto"}
 
 
@@ -149,8 +148,10 @@ def configure(section=None, device="cpu"):
     unknown = sorted(set(section) - set(DEFAULTS))
     if unknown:
         raise CpuSpeedError(f"unknown cpu config keys {unknown}; known: {sorted(DEFAULTS)}")
-    if str(section["conv"]).strip().lower() not in CONV_BACKENDS:
-        raise CpuSpeedError(f"cpu.conv must be one of {', '.join(CONV_BACKENDS)}, got {section['conv']!r}")
+    from .conv import BACKENDS  # the seam names its backends (importing it imports Paddle)
+
+    if str(section["conv"]).strip().lower() not in BACKENDS:
+        raise CpuSpeedError(f"cpu.conv must be one of {', '.join(BACKENDS)}, got {section['conv']!r}")
     mkl_mode = _mode("mkl_avx2_on_amd", section["mkl_avx2_on_amd"])
     memory_mode = _mode("keep_freed_memory", section["keep_freed_memory"])
     if not str(device).startswith("cpu"):

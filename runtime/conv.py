@@ -1,14 +1,18 @@
 """The convolution every layer of the kit's models calls: Paddle's own, unless an entry point installs
-another (on the CPU, `supernet.cpu_speed` installs the oneDNN path of `supernet.onednn_conv`).
+another (on the CPU, `runtime.cpu_speed` installs the oneDNN path of `runtime.onednn_conv`).
 
 Nothing here imports a backend, so a GPU process runs plain Paddle layers and never loads oneDNN.
 An installed function takes `(x, weight, stride, padding)` and decides per call whether it handles it
 (it falls back to Paddle's kernel itself).
 """
 
+import contextlib
+
 import paddle.nn.functional as F
 from paddle import nn
 
+# What `cpu.conv` may name: auto (oneDNN when it loads and checks out), onednn, paddle.
+BACKENDS = ("auto", "onednn", "paddle")
 _installed = {"conv2d": None, "name": "paddle"}
 
 
@@ -21,6 +25,18 @@ def install(fn, name):
 def installed():
     """The name of the convolution in force: 'paddle' or what `install` was given."""
     return _installed["name"]
+
+
+@contextlib.contextmanager
+def plain():
+    """Paddle's own kernel inside the block, whatever is installed: a model traced for deployment
+    (`supernet.export`, paddle.jit.save) must hold Paddle's conv op, not an installed path."""
+    saved = dict(_installed)
+    install(None, None)
+    try:
+        yield
+    finally:
+        _installed.update(saved)
 
 
 def conv2d(x, weight, stride=1, padding=0):

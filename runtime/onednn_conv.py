@@ -25,7 +25,7 @@ from paddle.autograd import PyLayer
 from infra.errors import KitError
 
 from . import conv
-from .cpu_speed import CONV_BACKENDS as BACKENDS
+from .conv import BACKENDS
 
 MAX_PLANS = 512  # shapes kept (a supernet meets a few hundred); least recently used go first
 
@@ -352,7 +352,7 @@ def available():
 def set_backend(name="auto"):
     """Choose the CPU convolution: 'onednn', 'paddle', or 'auto' (oneDNN when it loads and checks out).
 
-    Returns the backend in force, installed as `supernet.conv.conv2d` (what the models' layers call).
+    Returns the backend in force, installed as `runtime.conv.conv2d` (what the models' layers call).
     Has no effect on GPU tensors, which always use Paddle's kernels.
     """
     name = "auto" if name is None else str(name).strip().lower()

@@ -21,7 +21,7 @@ import paddle
 from encoding import KitError
 from infra.atomic import atomic_replace
 
-from .runtime import unwrap
+from .device import broadcast_from_main, gather_from_all, unwrap
 
 _SPECIAL_KEYS = ("LR_Scheduler", "master_weights")
 
@@ -72,6 +72,57 @@ def prune_checkpoints(directory, pattern="epoch_*.pdckpt", keep=2):
     for p in doomed:
         os.unlink(p)
     return doomed
+
+
+# --- every rank resumes the same state ---------------------------------------------------------
+
+def agree_on_checkpoint(path):
+    """Rank 0's choice of checkpoint to resume (a path or None) on every rank: each rank's own look at
+    the folder (node-local storage, or a shared one that lags) may find another newest file. Every rank
+    must then see that file, or all stop with one line (instead of one failing and the rest hanging)."""
+    path = broadcast_from_main(path)
+    if path is not None:
+        blind = [r for r, seen in enumerate(gather_from_all(os.path.isfile(path))) if not seen]
+        if blind:
+            raise CheckpointError(f"rank 0 resumes from {path}, which rank(s) {', '.join(map(str, blind))} cannot "
+                                  f"see: the run folder must be one shared directory for all ranks")
+    return path
+
+
+def confirm_same_step(global_step, path):
+    """Every rank checks that all loaded the same point of the run from `path` (`global_step`; None
+    where this rank failed to load it: its own error follows, the others stop with this one)."""
+    steps = gather_from_all(None if global_step is None else int(global_step))
+    failed = [r for r, s in enumerate(steps) if s is None]
+    if failed and global_step is not None:
+        raise CheckpointError(f"rank(s) {', '.join(map(str, failed))} could not load {path} (their logs say why)")
+    if not failed and len(set(steps)) > 1:
+        raise CheckpointError(f"ranks loaded different states from {path}: global steps {steps} (by rank); "
+                              f"the run folder must be one shared directory for all ranks")
+
+
+def check_world_change(path, saved, now, mid_epoch, hint):
+    """Refuse, in one line, a resume on another number of ranks that would not continue the same run.
+
+    `saved`/`now`: {'world', 'global_batch', 'steps_per_epoch', 'epoch_samples'} of the checkpoint's
+    run and of this one (a checkpoint from before these were stored passes). The optimizer, LR schedule
+    and data order follow the global batch, so another world size works when the global batch and the
+    steps per epoch stay the same; mid-epoch it also needs the same padded epoch (the sampler pads the
+    shuffled indices to a multiple of the ranks: the same padded length gives the same global batches,
+    so the batches already trained are the ones skipped). `hint` says how to keep the global batch."""
+    old_world, world = saved.get("world"), now["world"]
+    if old_world is None or old_world == world:
+        return
+    where = f"checkpoint {path} was written on {old_world} rank(s), this run has {world}"
+    for key, what in (("global_batch", "the global batch"), ("steps_per_epoch", "the steps per epoch")):
+        if saved.get(key) is not None and saved[key] != now[key]:
+            raise CheckpointError(f"{where} and {what} changed ({saved[key]} -> {now[key]}): resume on "
+                                  f"{old_world} rank(s), or {hint}")
+    if mid_epoch and saved.get("epoch_samples") != now["epoch_samples"]:
+        raise CheckpointError(f"{where}, and it stopped mid-epoch: padded to a multiple of {world} ranks the epoch "
+                              f"holds {now['epoch_samples']} samples, not {saved.get('epoch_samples')}, so its "
+                              f"remaining batches would hold other images; resume on {old_world} rank(s) or from an "
+                              f"epoch-end checkpoint")
 
 
 # --- optimizer state under structured names ---------------------------------------------------

@@ -130,12 +130,51 @@ def print_start_line(program, device, world=None, amp=None, file=None):
 
 def setup_device(cfg):
     """Select the config's device, then apply its CPU speed switches (`cpu:` section, see
-    supernet/cpu_speed.py; they leave GPU runs alone). Call before the first matmul or conv."""
+    runtime/cpu_speed.py; they leave GPU runs alone). Call before the first matmul or conv."""
     from . import cpu_speed
 
     device = select_device(cfg.get("device", "auto"))
     cpu_speed.configure(cfg.get("cpu"), device=device)
+    set_fp32_math((cfg.get("gpu") or {}).get("fp32_math", "fp32"), device)
     return device
+
+
+# --- float32 math on a GPU ------------------------------------------------------------------
+
+FP32_MATH = ("fp32", "tf32")
+
+
+def _tf32_switches():
+    """Paddle's (set, get) pairs of its cuDNN and cuBLAS TF32 switches (CUDA builds only; both default on)."""
+    core = paddle.base.core
+    return {"cudnn_tf32": (core.set_cudnn_switch, core.get_cudnn_switch),
+            "cublas_tf32": (core.set_cublas_switch, core.get_cublas_switch)}
+
+
+def set_fp32_math(mode, device):
+    """Set Paddle's cuDNN and cuBLAS TF32 switches from `gpu.fp32_math` on a GPU: 'fp32' turns both off
+    (true float32: Paddle's default is TF32, a 10-bit mantissa, in every float32 conv and matmul on
+    Ampere and newer), 'tf32' turns both on. Nothing to set on a CPU. Returns what `precision_facts` pins."""
+    mode = "fp32" if mode is None else str(mode).strip().lower()
+    if mode not in FP32_MATH:
+        raise DeviceError(f"gpu.fp32_math must be one of {', '.join(FP32_MATH)}, got {mode!r}")
+    if str(device).startswith("gpu"):
+        for set_switch, _ in _tf32_switches().values():
+            set_switch(mode == "tf32")
+    return precision_facts(device)
+
+
+def precision_facts(device):
+    """What decides float32 numerics besides the code (a results manifest pins it): the device kind and,
+    on a GPU, the TF32 switches as Paddle reports them."""
+    kind = str(device).partition(":")[0]
+    if kind != "gpu":
+        return {"kind": kind}
+    facts = {"kind": kind}
+    for name, (_, get_switch) in _tf32_switches().items():
+        facts[name] = bool(get_switch())
+    facts["fp32_math"] = "tf32" if facts["cudnn_tf32"] or facts["cublas_tf32"] else "fp32"
+    return facts
 
 
 def world_size():
@@ -209,21 +248,77 @@ def seed_everything(seed):
     paddle.seed(seed)
 
 
+def _this_gpu_generator():
+    """The CUDA generator of the card this process computes on, or None off a GPU."""
+    device = paddle.device.get_device()
+    if not device.startswith("gpu"):
+        return None
+    return paddle.base.core.default_cuda_generator(int(device.partition(":")[2] or 0))
+
+
 def rng_state():
-    """Every global generator's state as a picklable dict (store it in a checkpoint)."""
+    """Every global generator's state as a picklable dict (store it in a checkpoint).
+
+    On a GPU only this rank's card's generator ('paddle_gpu'): Paddle's get_cuda_rng_state lists
+    every visible card's, and the launcher leaves all cards visible to each rank, so such a list
+    would tie the checkpoint to the machine's card count (set_cuda_rng_state refuses any other).
+    """
     state = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "paddle_cpu": paddle.get_rng_state("cpu"),
     }
-    if gpu_available():
-        state["paddle_cuda"] = paddle.get_cuda_rng_state()
+    generator = _this_gpu_generator()
+    if generator is not None:
+        state["paddle_gpu"] = generator.get_state()
     return state
 
 
 def set_rng_state(state):
+    """Restore `rng_state()`'s dict. Its GPU generator goes to this rank's card when both ran on a GPU;
+    the all-cards list of older checkpoints ('paddle_cuda') is ignored: nothing in the kit draws from
+    a CUDA generator (augmentation runs on the CPU, paths are seeded by seed, epoch and step), and on
+    another card count it cannot be mapped."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     paddle.set_rng_state(state["paddle_cpu"], device="cpu")
-    if "paddle_cuda" in state and gpu_available():
-        paddle.set_cuda_rng_state(state["paddle_cuda"])
+    generator = _this_gpu_generator() if "paddle_gpu" in state else None
+    if generator is not None:
+        generator.set_state(state["paddle_gpu"])
+
+
+# --- the same state on every rank -----------------------------------------------------------
+
+def broadcast_from_main(obj):
+    """Rank 0's `obj` on every rank (a picklable value; itself with one rank)."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_from_all(obj):
+    """[rank 0's obj, rank 1's, ...] on every rank (a picklable value; [obj] with one rank)."""
+    if world_size() == 1:
+        return [obj]
+    out = []
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def sync_from_main(layer, parameters=True, buffers=True):
+    """Copy rank 0's trainable parameters and/or its statistics (buffers, and the non-trainable
+    parameters nn.BatchNorm2D keeps its running mean and variance in) into every rank's `layer`
+    (unwrapped from DataParallel); nothing with one rank. DataParallel syncs them once, when it is
+    built; weights loaded later, and BN statistics (never all-reduced), differ per rank otherwise."""
+    if world_size() == 1:
+        return
+    layer = unwrap(layer)
+    params = list(layer.parameters())
+    tensors = [p for p in params if p.trainable] if parameters else []
+    if buffers:
+        tensors += [p for p in params if not p.trainable] + list(layer.buffers())
+    with paddle.no_grad():
+        for t in tensors:
+            dist.broadcast(t, src=0)

@@ -110,9 +110,20 @@ class Loader:
 
     def __iter__(self):
         self.bad_count = 0
+        on_gpu = paddle.device.get_device().startswith("gpu")
         for images, labels, bad in self.loader:
             self._note_bad(bad)
+            if on_gpu:  # once per batch: left in (pinned) host memory, every op using them would copy again
+                images, labels = to_device(images), to_device(labels)
             yield (self.normalize(images) if self.normalize is not None else images), labels
+
+
+def to_device(tensor):
+    """`tensor` on the GPU this process computes on, copied without blocking the host (a no-op when it
+    is there already). The loader's batches arrive in pinned host memory, so the copy overlaps compute."""
+    if tensor.place.is_gpu_place():
+        return tensor
+    return tensor.cuda(blocking=False)
 
 
 def build_loader(dataset, batch_size, shuffle, drop_last, num_workers=0, seed=0, exact_shards=False,
@@ -122,3 +133,33 @@ def build_loader(dataset, batch_size, shuffle, drop_last, num_workers=0, seed=0,
     drop_last=False, exact_shards=True. normalize=False yields the uint8 batches."""
     return Loader(dataset, batch_size, shuffle, drop_last, num_workers, seed, num_replicas, rank, exact_shards,
                   normalize)
+
+
+def gather(dataset, indices, num_workers=0, seed=0, batch_size=256):
+    """Decode the items at `indices` (in that order) into (images uint8, labels int64) arrays, not
+    normalised (`dataset.normalize` does that).
+
+    Goes through `build_loader` once, so ImageNet JPEGs decode in `num_workers` processes; `seed` is
+    the augmentation seed of the item keys (calibration with train transforms). One preallocated
+    array is filled: a list plus a stack would need twice the memory. (The evaluation cache and the
+    BN calibration batches of `supernet.calibration` are read this way.)
+    """
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if indices.size == 0:
+        raise DataError("no images selected for the cache (empty dataset or subset size 0)")
+    loader = build_loader(dataset.subset(indices), batch_size, shuffle=False, drop_last=False,
+                          num_workers=num_workers, seed=seed, exact_shards=True, num_replicas=1, rank=0,
+                          normalize=False)
+    images = labels = None
+    pos = 0
+    for x, y in loader:
+        x, y = x.numpy(), y.numpy().reshape(-1)
+        if images is None:
+            images = np.empty((indices.size,) + x.shape[1:], dtype=x.dtype)
+            labels = np.empty(indices.size, dtype=np.int64)
+        images[pos:pos + len(x)] = x
+        labels[pos:pos + len(x)] = y
+        pos += len(x)
+    if pos != indices.size:
+        raise DataError(f"the loader returned {pos} images for {indices.size} indices")
+    return images, labels

@@ -1,10 +1,10 @@
-"""`infra.config_file`: the one YAML reader the supernet, evaluation and submission packages share."""
+"""`infra.config`: the one YAML reader the supernet, evaluation and submission packages share."""
 
 import os
 
 import pytest
 
-from infra.config_file import ConfigError, load_yaml, merge
+from infra.config import ConfigError, load_yaml, merge
 
 
 def test_base_chain_merges_nested_sections_key_by_key(tmp_path):

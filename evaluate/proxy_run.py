@@ -1,0 +1,219 @@
+"""`python -m evaluate proxies`: zero-cost proxies of every code of an architecture list -> OUT/results.json.
+
+    python -m evaluate proxies --config configs/imagenet.yaml --archs ARCHS.json \\
+        --proxies zen,synflow,naswot,gradnorm --out DIR [--repeats 1] [key=value ...]
+
+One record per code, each proxy's score under its name (`python -m submission make --metric zen`
+reads it), plus what it cost: {"id", "code", "zen", ..., "seconds" (wall), "cpu_seconds" (this process's
+CPU time, all threads: the figure to compare on a shared machine), "proxy_seconds" (wall, per proxy)}.
+Like `evaluate run`, the work is sharded over ranks (`python -m paddle.distributed.launch
+--nproc_per_node N evaluate/__main__.py proxies ...`: rank r takes ids[r::N]), each finished code is
+one fsynced line of its rank's shard, a rerun resumes, and the manifest pins the settings. No data
+and no weights are read: the proxies run on Gaussian inputs at seeded random initialisation
+(evaluate/proxies.py; the choices and measurements: docs/proxies.md).
+"""
+
+import sys
+import time
+from dataclasses import dataclass
+
+from encoding import DOCUMENTED, CodeError, KitError, net_spec, read_arch_list
+from infra.config import Flag, get
+
+PROXIES = ("zen", "synflow", "naswot", "gradnorm")
+INITS = ("gaussian", "kaiming")
+
+
+class ProxyError(KitError):
+    """A proxy is unknown, badly configured, or undefined for a network (e.g. a singular NASWOT kernel)."""
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """What a proxy run computes; every field is pinned in the results manifest."""
+    names: tuple = PROXIES
+    batch_size: int = 16      # Gaussian images per forward pass (zen, naswot, gradnorm)
+    resolution: int = 224     # input side, px
+    repeats: int = 1          # initialisations averaged
+    seed: int = 0
+    zen_alpha: float = 0.01
+    zen_init: str = "gaussian"
+    init: str = "kaiming"     # synflow, naswot, gradnorm
+    synflow_dtype: str = "float64"
+
+    def __post_init__(self):
+        unknown = [n for n in self.names if n not in PROXIES]
+        if unknown or not self.names:
+            raise ProxyError(f"unknown proxy {', '.join(map(repr, unknown)) or '(none given)'}: "
+                             f"expected some of {', '.join(PROXIES)}")
+        if len(set(self.names)) != len(self.names):
+            raise ProxyError(f"proxies repeat: {', '.join(self.names)}")
+        for key in ("batch_size", "resolution", "repeats"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ProxyError(f"evaluate.proxies.{key} must be an integer >= 1, got {value!r}")
+        if "naswot" in self.names and self.batch_size < 2:
+            raise ProxyError("naswot needs evaluate.proxies.batch_size >= 2 (a kernel over a batch)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ProxyError(f"evaluate.proxies.seed must be an integer >= 0, got {self.seed!r}")
+        if not (isinstance(self.zen_alpha, int | float) and self.zen_alpha > 0):
+            raise ProxyError(f"evaluate.proxies.zen_alpha must be positive, got {self.zen_alpha!r}")
+        for key in ("zen_init", "init"):
+            if getattr(self, key) not in INITS:
+                raise ProxyError(f"evaluate.proxies.{key} must be one of {', '.join(INITS)}, "
+                                 f"got {getattr(self, key)!r}")
+        if self.synflow_dtype not in ("float32", "float64"):
+            raise ProxyError(f"evaluate.proxies.synflow_dtype must be float32 or float64, got {self.synflow_dtype!r}")
+
+    def to_dict(self):
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def name_list(text):
+    """'zen,synflow' -> ['zen', 'synflow'] (argparse type of --proxies)."""
+    return [n.strip() for n in str(text).split(",") if n.strip()]
+
+
+FLAGS = [
+    Flag("--archs", "evaluate.archs", str, "architecture list JSON ({id: {'arch': CODE, ...}})"),
+    Flag("--out", "evaluate.proxies.out", str, "results directory"),
+    Flag("--proxies", "evaluate.proxies.names", name_list, f"comma-separated proxies: {','.join(PROXIES)}"),
+    Flag("--repeats", "evaluate.proxies.repeats", int, "seeded initialisations averaged per code"),
+    Flag("--batch_size", "evaluate.proxies.batch_size", int, "Gaussian images per forward (zen, naswot, gradnorm)"),
+    Flag("--resolution", "evaluate.proxies.resolution", int, "input side in px (default: data.resolution)"),
+    Flag("--seed", "evaluate.proxies.seed", int, "seed of the weights and inputs (the same for every code)"),
+    Flag("--device", "device", str, "auto | cpu | gpu"),
+]
+
+
+def proxy_settings(cfg):
+    """ProxySettings from the `evaluate.proxies` keys (resolution null: data.resolution)."""
+    section = get(cfg, "evaluate.proxies", None)
+    if not isinstance(section, dict):
+        raise KitError("config has no 'evaluate.proxies:' section (see configs/imagenet.yaml)")
+    names = section.get("names") or list(PROXIES)
+    if isinstance(names, str):
+        names = name_list(names)
+    resolution = section.get("resolution")
+    if resolution is None:
+        resolution = get(cfg, "data.resolution", 224)
+    fields = {k: section[k] for k in ("batch_size", "repeats", "seed", "zen_alpha", "zen_init", "init",
+                                      "synflow_dtype") if section.get(k) is not None}
+    return ProxySettings(names=tuple(names), resolution=resolution, **fields)
+
+
+def check_space(entries, source):
+    """Every code parsed against the documented space (the widest); KitError naming the first 20 others."""
+    archs, bad = [], []
+    for e in entries:
+        try:
+            archs.append(DOCUMENTED.validate(e.code))
+        except CodeError as err:
+            bad.append(f"{e.id}: {err}")
+    if bad:
+        shown = "\n  ".join(bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise KitError(f"{len(bad)} of {len(entries)} codes in {source} are not codes of the ResNet48 space; "
+                       f"nothing was computed:\n  {shown}{more}")
+    return archs
+
+
+def result_keys(settings):
+    return ("id", "code", *settings.names, "seconds", "cpu_seconds", "proxy_seconds")
+
+
+def pinned(settings, spec):
+    """What the manifest pins: the proxies' settings, the network family and the record's fields."""
+    return {"kind": "proxies", "proxies": settings.to_dict(), "model": spec.to_dict(),
+            "record": list(result_keys(settings))}
+
+
+def score_pending(store, pending, archs_by_id, spec, settings, share_size, rank, world, out, progress=True,
+                  chunk=100):
+    """Score `pending` entries, one fsynced record each, under the ledger; return the count."""
+    from tqdm import tqdm
+
+    from infra.ledger import Ledger, ledger_path, summary_line
+
+    from .proxies import score_arch
+
+    bar = tqdm(total=share_size, initial=share_size - len(pending), unit="code", dynamic_ncols=True,
+               disable=not (progress and rank == 0), desc=f"rank {rank}/{world}" if world > 1 else "proxies")
+    ledger = Ledger(ledger_path(out, "evaluate", rank, world), "evaluate", rank=rank)
+    done, start = 0, time.perf_counter()
+    try:
+        with store.open(rank):
+            for i in range(0, len(pending), chunk):
+                part = pending[i:i + chunk]
+                with ledger.phase("proxies", subnets=len(part), proxies=list(settings.names)):
+                    for entry in part:
+                        t0, c0 = time.perf_counter(), time.process_time()
+                        values, seconds = score_arch(archs_by_id[entry.id], spec, settings)
+                        store.append({"id": entry.id, "code": entry.code, **values, "seconds": time.perf_counter() - t0,
+                                      "cpu_seconds": time.process_time() - c0, "proxy_seconds": seconds})
+                        done += 1
+                        bar.update(1)
+                        bar.set_postfix_str(f"{60.0 * done / (time.perf_counter() - start):.1f} codes/min")
+    finally:
+        bar.close()
+        ledger.close()
+    if rank == 0:
+        print(summary_line(ledger.summary(subnets=done)), flush=True)
+    return done
+
+
+def run(cfg):
+    """The whole command: check, shard, resume, score, merge. Returns the exit status."""
+    archs_path = get(cfg, "evaluate.archs", None)
+    out = get(cfg, "evaluate.proxies.out", None)
+    if not archs_path:
+        raise KitError("--archs is required (config key evaluate.archs)")
+    if not out:
+        raise KitError("--out is required (config key evaluate.proxies.out)")
+    settings = proxy_settings(cfg)  # every setting checked before anything is created
+    spec = net_spec(cfg)
+    entries = read_arch_list(archs_path)
+    archs = check_space(entries, archs_path)
+
+    from runtime.device import barrier, claim_run_folder, init_distributed, print_start_line, setup_device
+
+    from .results_store import ResultsStore, rank_share
+
+    rank, world = init_distributed()
+    claim_run_folder(out)
+    store = ResultsStore(out, entries, keys=result_keys(settings))
+    store.check_manifest(pinned(settings, spec))
+    dropped = store.repair(rank)
+    if dropped:
+        print(f"rank {rank}: dropped a torn last record ({dropped} bytes) from {store.shard_path(rank)}",
+              file=sys.stderr)
+    done = store.records()
+    share = rank_share(entries, rank, world)
+    pending = store.pending(rank, world, done)
+    if rank == 0:
+        print(f"{len(entries)} codes, {len(done)} already done; rank {rank} of {world}: {len(pending)} of its "
+              f"{len(share)} to score with {', '.join(settings.names)} at {settings.resolution} px, batch "
+              f"{settings.batch_size}, {settings.repeats} init(s)", flush=True)
+    if pending:
+        device = setup_device(cfg)
+        print_start_line("evaluate proxies", device, world)
+        by_id = {e.id: a for e, a in zip(entries, archs, strict=True)}
+        score_pending(store, pending, by_id, spec, settings, len(share), rank, world, out,
+                      progress=bool(get(cfg, "evaluate.progress", True)), chunk=int(get(cfg, "evaluate.ledger_chunk",
+                                                                                        100)))
+    barrier()
+    if rank == 0:
+        path = store.merge()
+        if path is None:
+            missing = store.missing()
+            print(f"{len(missing)} codes still have no score (first: {missing[0].id}); rerun to finish them")
+            return 1
+        print(f"wrote {path} ({len(entries)} records)")
+    return 0
+
+
+def command(args):
+    """`python -m evaluate proxies` (argparse namespace: --config, the FLAGS, key=value overrides)."""
+    from infra.config import resolve
+
+    return run(resolve(args.config, args, FLAGS, args.overrides))
