@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 from infra.atomic import atomic_write_text
+from infra.errors import KitError
 
 from .errors import ArchListError
 
@@ -95,3 +96,26 @@ def seeded_subset(entries, n, seed):
 
     keep = np.sort(np.random.default_rng(int(seed)).choice(len(entries), size=int(n), replace=False))
     return [entries[i] for i in keep]
+
+
+def check_codes(entries, source, outcome="evaluated"):
+    """The Arch of every entry (parsed, residual ties checked); a KitError naming the first 20 invalid ones
+    and the count, before anything runs ('nothing was OUTCOME')."""
+    from .arch import parse
+    from .errors import CodeError
+    from .space import check_ties
+
+    archs, bad = [], []
+    for e in entries:
+        try:
+            arch = parse(e.code)
+            check_ties(arch, e.code)
+            archs.append(arch)
+        except CodeError as err:
+            bad.append(f"{e.id}: {err}")
+    if bad:
+        shown = "\n  ".join(bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise KitError(f"{len(bad)} of {len(entries)} codes in {source} are invalid; nothing was {outcome}:\n"
+                       f"  {shown}{more}")
+    return archs

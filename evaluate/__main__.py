@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script (the distributed launcher): imp
         sys.path.insert(0, _root)
 
 from encoding import KitError, read_arch_list, run_reporting_errors  # noqa: E402
+from encoding.archlist import check_codes  # noqa: E402
 from infra.config import Flag, add_flags, default_config, get, resolve  # noqa: E402
 from runtime import cpu_speed  # noqa: E402
 
@@ -58,24 +59,6 @@ def _required(cfg, key, option):
     if value in (None, ""):
         raise KitError(f"{option} is required (config key {key})")
     return value
-
-
-def check_codes(entries, source):
-    """Raise KitError naming every code the supernet cannot run (first 20 and a count)."""
-    from encoding import CodeError, parse
-    from supernet.model import check_ties
-
-    bad = []
-    for e in entries:
-        try:
-            check_ties(parse(e.code), e.code)
-        except CodeError as err:
-            bad.append(f"{e.id}: {err}")
-    if bad:
-        shown = "\n  ".join(bad[:20])
-        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise KitError(f"{len(bad)} of {len(entries)} codes in {source} are invalid; nothing was evaluated:\n"
-                       f"  {shown}{more}")
 
 
 def _chunks(items, n):

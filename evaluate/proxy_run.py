@@ -17,7 +17,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from encoding import DOCUMENTED, CodeError, KitError, net_spec, read_arch_list
+from encoding import KitError, net_spec, read_arch_list
+from encoding.archlist import check_codes
 from infra.config import Flag, get
 
 PROXIES = ("zen", "synflow", "naswot", "gradnorm")
@@ -102,30 +103,20 @@ def proxy_settings(cfg):
     return ProxySettings(names=tuple(names), resolution=resolution, **fields)
 
 
-def check_space(entries, source):
-    """Every code parsed against the documented space (the widest); KitError naming the first 20 others."""
-    archs, bad = [], []
-    for e in entries:
-        try:
-            archs.append(DOCUMENTED.validate(e.code))
-        except CodeError as err:
-            bad.append(f"{e.id}: {err}")
-    if bad:
-        shown = "\n  ".join(bad[:20])
-        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise KitError(f"{len(bad)} of {len(entries)} codes in {source} are not codes of the ResNet48 space; "
-                       f"nothing was computed:\n  {shown}{more}")
-    return archs
-
-
 def result_keys(settings):
     return ("id", "code", *settings.names, "seconds", "cpu_seconds", "proxy_seconds")
 
 
-def pinned(settings, spec):
-    """What the manifest pins: the proxies' settings, the network family and the record's fields."""
-    return {"kind": "proxies", "proxies": settings.to_dict(), "model": spec.to_dict(),
-            "record": list(result_keys(settings))}
+def pinned(settings, spec, device=None):
+    """What the manifest pins: the proxies' settings, the network family and the record's fields; with
+    `device` also the device kind and its float32 math (runtime.device.precision_facts: TF32)."""
+    out = {"kind": "proxies", "proxies": settings.to_dict(), "model": spec.to_dict(),
+           "record": list(result_keys(settings))}
+    if device is not None:
+        from runtime.device import precision_facts
+
+        out["device"] = precision_facts(device)
+    return out
 
 
 def score_pending(store, pending, archs_by_id, spec, settings, share_size, rank, world, out, progress=True,
@@ -173,16 +164,17 @@ def run(cfg):
     settings = proxy_settings(cfg)  # every setting checked before anything is created
     spec = net_spec(cfg)
     entries = read_arch_list(archs_path)
-    archs = check_space(entries, archs_path)
+    archs = check_codes(entries, archs_path, outcome="computed")
 
     from runtime.device import barrier, claim_run_folder, init_distributed, print_start_line, setup_device
 
     from .results_store import ResultsStore, rank_share
 
+    device = setup_device(cfg)  # before joining the group (NCCL binds to this card); the manifest pins it
     rank, world = init_distributed()
     claim_run_folder(out)
     store = ResultsStore(out, entries, keys=result_keys(settings))
-    store.check_manifest(pinned(settings, spec))
+    store.check_manifest(pinned(settings, spec, device))
     dropped = store.repair(rank)
     if dropped:
         print(f"rank {rank}: dropped a torn last record ({dropped} bytes) from {store.shard_path(rank)}",
@@ -195,7 +187,6 @@ def run(cfg):
               f"{len(share)} to score with {', '.join(settings.names)} at {settings.resolution} px, batch "
               f"{settings.batch_size}, {settings.repeats} init(s)", flush=True)
     if pending:
-        device = setup_device(cfg)
         print_start_line("evaluate proxies", device, world)
         by_id = {e.id: a for e, a in zip(entries, archs, strict=True)}
         score_pending(store, pending, by_id, spec, settings, len(share), rank, world, out,

@@ -7,23 +7,18 @@ evaluation code takes instead of the raw config (the `model:` section becomes a 
 
 import copy
 import json
-import os
 from dataclasses import dataclass
 
 from encoding import KitError
-from infra.config import apply_protocol, get
+from infra.config import get
 from runtime.amp import AMP_DTYPES
-from supernet.calibration import Calibration  # noqa: F401 (evaluate.settings.Calibration, as before)
+from supernet.calibration import Calibration, apply_protocol  # noqa: F401 (Calibration: evaluate.settings.Calibration, as before)
+from supernet.weights import ONE_SOURCE, WEIGHT_FLAGS, weights_source  # noqa: F401 (as before)
 
 from .image_cache import CACHE_DTYPES, CACHE_PLACES
 
 # Data keys that say where the files are or how fast they load, not what the images are.
 DATA_LOCATION_KEYS = ("image_dir", "fashion_mnist_dir", "layout", "num_workers")
-WEIGHT_FLAGS = {"checkpoint": "--checkpoint", "official": "--official", "fewshot": "--fewshot"}
-ONE_SOURCE = ("give exactly one of --checkpoint (a supernet training checkpoint or state dict), --official (the "
-              "challenge's resnet48.pdparams) and --fewshot (a few-shot split's manifest.json)")
-
-
 def _int(cfg, key, minimum=1, optional=False):
     value = get(cfg, key, None)
     if optional and value is None:
@@ -44,19 +39,6 @@ def data_settings(cfg):
     """The data section minus file locations and loader speed: what the images are."""
     data = get(cfg, "data", None) or {}
     return {k: v for k, v in sorted(data.items()) if k not in DATA_LOCATION_KEYS}
-
-
-def weights_source(cfg):
-    """('checkpoint' | 'official' | 'fewshot', path) from evaluate.checkpoint / .official / .fewshot
-    (exactly one)."""
-    given = [(kind, get(cfg, f"evaluate.{kind}", None)) for kind in WEIGHT_FLAGS]
-    given = [(kind, path) for kind, path in given if path]
-    if len(given) != 1:
-        raise KitError(ONE_SOURCE + (", not several" if given else ""))
-    kind, path = given[0]
-    if not os.path.isfile(path):
-        raise KitError(f"{WEIGHT_FLAGS[kind]} {path} does not exist")
-    return kind, path
 
 
 @dataclass(frozen=True)

@@ -162,27 +162,6 @@ def resolve(path, args=None, flags=(), overrides=()):
     return apply_overrides(cfg, [o for o in overrides or () if not o.startswith("base=")])
 
 
-
-def apply_protocol(cfg, force=()):
-    """Fill `evaluate.*` keys from the named evaluation protocol: `evaluate.protocols[NAME]` maps
-    keys under `evaluate.` (e.g. `calibration.mode`) to values, and each one whose config value is
-    null takes the protocol's value (so any key given explicitly still wins). Keys in `force` take
-    the protocol's value whatever they hold (a fidelity setting that names a protocol). Returns `cfg`
-    (changed in place); configs without `evaluate.protocol` pass unchanged. Here, not in
-    `evaluate.settings`, because `supernet.export` applies the same protocol to set BN statistics."""
-    name = get(cfg, "evaluate.protocol", None)
-    if name is None:
-        return cfg
-    presets = get(cfg, "evaluate.protocols", None) or {}
-    if name not in presets or not isinstance(presets[name], dict):
-        raise ConfigError(f"evaluate.protocol {name!r} is not one of evaluate.protocols: {', '.join(presets)}")
-    for key, value in presets[name].items():
-        full = f"evaluate.{key}"
-        if get(cfg, full, None) is None or full in force:
-            set_key(cfg, full, copy.deepcopy(value))
-    return cfg
-
-
 def exact_keys(section, known, where):
     """`section` (a mapping or None) as a dict holding exactly the `known` keys: an unknown key is refused by
     name, and so is a missing one, since configs/imagenet.yaml holds every key's default (a config

@@ -206,6 +206,8 @@ def _finish(run, search, scorer, cache, device, ledger):
         for b, c in search.best_per_budget(records=records).items():
             picks[b]["full"] = c
         settings_info["full"] = {"digest": full_scorer.digest, "pinned": full_scorer.pinned}
+    else:  # no screening: the search scored with the full setting, and nothing needs re-scoring
+        settings_info["full"] = settings_info["screen"]
     if run.rank == 0:
         data = write_front(s.out, search, front, rescored, picks, settings_info, run.latency_report)
         pareto_png(os.path.join(s.out, "pareto.png"), search, front, rescored, run.background)

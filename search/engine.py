@@ -13,10 +13,12 @@ import contextlib
 import os
 import pickle
 import random
+import warnings
 
 import numpy as np
 
 from infra.atomic import atomic_replace
+from infra.config import differences
 from infra.errors import KitError
 
 from .genome import Genome
@@ -38,7 +40,9 @@ def rng_scope(state):
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     try:
-        yield
+        with warnings.catch_warnings():  # pymoo 0.6.1's crowding distance still calls numpy's row_stack
+            warnings.filterwarnings("ignore", message=".*row_stack.*", category=DeprecationWarning)
+            yield
     finally:
         state["numpy"], state["python"] = np.random.get_state(), random.getstate()
         np.random.set_state(saved[0])
@@ -224,14 +228,23 @@ class Search:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise KitError(f"{path} is not a search checkpoint of this kit's format; remove it to start over")
         search = state["search"]
-        if search_key(search.settings) != search_key(settings):
-            raise KitError(f"{out} holds a search with other settings ({search_key(search.settings)} there, "
-                           f"{search_key(settings)} now): use another --out or remove {path}")
+        changed = differences(search_key(search.settings), search_key(settings))
+        if changed:
+            raise KitError(f"{out} holds a search with other settings ({'; '.join(changed)}): use another --out or "
+                           f"remove {path}")
         return search
 
 
 def search_key(s):
     """What must match for a checkpoint to be continued (the number of generations may grow)."""
-    return (f"space={s.space.name} algorithm={s.algorithm} budgets={[b.text for b in s.budgets]} costs={list(s.costs)} "
-            f"population={s.population} offspring={s.offspring} mutation={s.mutation_prob} "
-            f"crossover={s.crossover_prob} depth_uniform={s.depth_uniform} seed={s.seed}")
+    from infra.atomic import file_digest
+
+    tables = {}
+    for name, path in (("latency_table", s.latency_table), ("transfer_table", s.transfer)):
+        if path:
+            tables[name] = file_digest(path)[:16] if os.path.isfile(path) else path
+    return {"space": s.space.name, "algorithm": s.algorithm, "budgets": [b.text for b in s.budgets],
+            "costs": list(s.costs), "population": s.population, "offspring": s.offspring,
+            "mutation_prob": s.mutation_prob, "crossover_prob": s.crossover_prob, "depth_uniform": s.depth_uniform,
+            "seed": s.seed, "latency_batch": s.latency_batch, "latency_holdout": s.latency_holdout,
+            "transfer_codes": s.transfer_codes, **tables}

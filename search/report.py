@@ -27,8 +27,8 @@ def rank_agreement(screen, full):
 def write_front(out, search, front, rescored, picks, settings_info, latency_report=None):
     """front.json and front_archs.json; returns the front.json dict.
 
-    front: codes of the screened front; rescored: {code: full scores} (empty without a screen);
-    picks: {budget: {'screen': code, 'full': code}}."""
+    front: codes of the screened front; rescored: {code: full scores} (empty without a screen: then the
+    'screen' scores are the full setting's); picks: {budget: {'screen': code, 'full': code}}."""
     archive = search.archive
     entries = []
     for code in front:
@@ -47,6 +47,7 @@ def write_front(out, search, front, rescored, picks, settings_info, latency_repo
         "space": search.settings.space.name, "algorithm": search.settings.algorithm, "seed": search.settings.seed,
         "objectives": ["top1"] + list(search.cost_names), "budgets": [b.text for b in search.settings.budgets],
         "generations": search.generation, "evaluations": len(archive), "setting": settings_info,
+        "screened": settings_info["screen"] is not settings_info["full"],
         "hypervolume": search.history[-1]["hypervolume"] if search.history else None,
         "hypervolume_full": hv_full,
         "front": entries, "rescored": len(both),

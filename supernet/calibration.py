@@ -26,15 +26,38 @@ and deployment (`supernet.export`, which copies them into the exported net).
 """
 
 import contextlib
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 import paddle
 
-from infra.config import get
+from infra.config import ConfigError, get, set_key
 from infra.errors import KitError
 
 MODES = ("none", "recalibrate")
+
+
+def apply_protocol(cfg, force=()):
+    """Fill `evaluate.*` keys from the named evaluation protocol: `evaluate.protocols[NAME]` maps
+    keys under `evaluate.` (e.g. `calibration.mode`) to values, and each one whose config value is
+    null takes the protocol's value (so any key given explicitly still wins). Keys in `force` take
+    the protocol's value whatever they hold (a fidelity setting that names a protocol). Returns `cfg`
+    (changed in place); configs without `evaluate.protocol` pass unchanged. Beside the
+    calibration setting, below `evaluate/`, because `supernet.export` applies the same protocol to set
+    BN statistics as `evaluate.settings.EvalSettings` does when it reads the section."""
+    name = get(cfg, "evaluate.protocol", None)
+    if name is None:
+        return cfg
+    presets = get(cfg, "evaluate.protocols", None) or {}
+    if name not in presets or not isinstance(presets[name], dict):
+        raise ConfigError(f"evaluate.protocol {name!r} is not one of evaluate.protocols: {', '.join(presets)}")
+    for key, value in presets[name].items():
+        full = f"evaluate.{key}"
+        if get(cfg, full, None) is None or full in force:
+            set_key(cfg, full, copy.deepcopy(value))
+    return cfg
+
 
 
 @dataclass(frozen=True)
@@ -49,7 +72,7 @@ class Calibration:
     @classmethod
     def from_config(cls, cfg):
         """The section of a config whose protocol preset is already filled in
-        (`infra.config.apply_protocol`); refuses a bad mode, and K or B below 1 when recalibrating."""
+        (`apply_protocol`); refuses a bad mode, and K or B below 1 when recalibrating."""
         mode = get(cfg, "evaluate.calibration.mode", None)
         if mode not in MODES:
             raise KitError(f"evaluate.calibration.mode must be one of {', '.join(MODES)}, got {mode!r}")

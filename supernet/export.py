@@ -47,7 +47,6 @@ RUNTIMES = ("paddle-inference", "onnxruntime")
 MODEL_FILES = {"program": "model.json", "params": "model.pdiparams", "onnx": "model.onnx"}
 INPUT_NAME = "image"
 TMP_PREFIX = ".tmp-export-"
-WEIGHT_KEYS = ("checkpoint", "official", "fewshot")
 EXTRAS = "requirements-export.txt"
 
 FLAGS = [
@@ -264,15 +263,10 @@ def preprocessing(dataset):
 def weights_source(cfg):
     """The WeightsSource of evaluate.checkpoint / .official / .fewshot (exactly one, as `evaluate run`)."""
     from .weights import WeightsSource
+    from .weights import weights_source as given
 
-    given = [(k, C.get(cfg, f"evaluate.{k}", None)) for k in WEIGHT_KEYS]
-    given = [(k, p) for k, p in given if p]
-    if len(given) != 1:
-        raise ExportError("give exactly one of --checkpoint (a supernet training checkpoint or state dict), "
-                          "--official (the challenge's resnet48.pdparams) and --fewshot (a few-shot split's "
-                          "manifest.json)" + (", not several" if given else ""))
-    kind, path = given[0]
-    return WeightsSource(kind, path, reorder=bool(C.get(cfg, "evaluate.reorder", True)))
+    kind, path = given(cfg)
+    return WeightsSource(kind, path, reorder=bool(C.get(cfg, "evaluate.reorder")))
 
 
 def _positive_int(cfg, key, default):
@@ -383,9 +377,9 @@ class Exporter:
     def __init__(self, cfg, device=None):
         import paddle
 
-        from .calibration import Calibration
+        from .calibration import Calibration, apply_protocol
 
-        self.cfg = C.apply_protocol(copy.deepcopy(cfg))
+        self.cfg = apply_protocol(copy.deepcopy(cfg))
         self.spec = net_spec(self.cfg)
         self.source = weights_source(self.cfg)
         self.calibration = Calibration.from_config(self.cfg)

@@ -19,7 +19,7 @@ def resolve_spec(spec):
     if spec is None:
         return NetSpec()
     if not isinstance(spec, NetSpec):
-        raise KitError(f"spec must be an encoding.NetSpec (see runtime.amp.net_spec), got {type(spec).__name__}")
+        raise KitError(f"spec must be an encoding.NetSpec (see encoding.net_spec), got {type(spec).__name__}")
     return spec
 
 

@@ -428,6 +428,8 @@ class Trainer:
     def run(self):
         from encoding import atomic_write_json
 
+        from .samplers import PathsAhead
+
         self.last_checkpoint = None
         self.log = None
         self.rng_to_restore = None
@@ -452,10 +454,12 @@ class Trainer:
                   f"global step {global_step + 1}", flush=True)
         rate = {"t": time.perf_counter(), "n": 0}
         paths_of_step = {}
+        paths_source = (PathsAhead(self.schedule, self.steps_per_epoch) if str(self.device).startswith("gpu")
+                        else self.schedule)
 
         def step(epoch, step, x, y, global_step):
             self.epoch, self.step = epoch, step
-            paths = paths_of_step["paths"] = self.schedule.paths(epoch, step)
+            paths = paths_of_step["paths"] = paths_source.paths(epoch, step)
             return mean_by_kind(paths, self.train_step(x, y, paths, global_step))
 
         def after_step(done):
@@ -495,6 +499,8 @@ class Trainer:
                                after_step=after_step, save=self.save, after_epoch=after_epoch)
             epoch, global_step = reached.epoch, reached.global_step
         finally:
+            if paths_source is not self.schedule:
+                paths_source.close()
             if log is not None:
                 log.close()
             scalars.close()

@@ -14,6 +14,24 @@ from dataclasses import dataclass
 from encoding import KitError
 
 KINDS = ("checkpoint", "official", "fewshot")
+WEIGHT_FLAGS = {"checkpoint": "--checkpoint", "official": "--official", "fewshot": "--fewshot"}
+ONE_SOURCE = ("give exactly one of --checkpoint (a supernet training checkpoint or state dict), --official (the "
+              "challenge's resnet48.pdparams) and --fewshot (a few-shot split's manifest.json)")
+
+
+def weights_source(cfg):
+    """('checkpoint' | 'official' | 'fewshot', path) from evaluate.checkpoint / .official / .fewshot
+    (exactly one)."""
+    from infra.config import get
+
+    given = [(kind, get(cfg, f"evaluate.{kind}", None)) for kind in WEIGHT_FLAGS]
+    given = [(kind, path) for kind, path in given if path]
+    if len(given) != 1:
+        raise KitError(ONE_SOURCE + (", not several" if given else ""))
+    kind, path = given[0]
+    if not os.path.isfile(path):
+        raise KitError(f"{WEIGHT_FLAGS[kind]} {path} does not exist")
+    return kind, path
 
 
 def fewshot_weights(manifest):

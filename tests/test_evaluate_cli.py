@@ -13,7 +13,8 @@ from fakedata import write_fashion_like
 from faults import EVALUATE_KILL, python_with
 
 from encoding import DOCUMENTED, ArchEntry, net_spec, write_arch_list
-from evaluate.__main__ import check_codes, main
+from encoding.archlist import check_codes
+from evaluate.__main__ import main
 from infra.config import load_yaml
 from runtime.checkpoint import save_checkpoint
 from supernet import ResNet48Supernet
@@ -130,6 +131,8 @@ def test_changed_settings_in_the_same_directory_are_refused(setup, reference, ca
     err = capsys.readouterr().err
     assert "holds results computed with other settings (" in err and "{" not in err  # leaves, not sections
     assert "calibration.mode: was 'recalibrate', now 'none'" in err
+    # the manifest pins the device kind (and on a GPU its TF32 switches): CPU and GPU results never mix
+    assert json.loads((out / "manifest.json").read_text())["settings"]["device"] == {"kind": "cpu"}
 
 
 def test_invalid_codes_are_all_reported_before_any_work(setup, tmp_path, capsys):

@@ -21,6 +21,17 @@ export: {opset: 13}
 """
 
 
+def _damped(model):
+    """`model` with residual branches damped (bn2 scale 0.2) as training leaves them: a random undamped 48-layer
+    net amplifies float32 rounding to ~1e-4 of its logits (tests/test_export.py)."""
+    import paddle
+
+    for block in model.blocks[1:-1]:
+        block.bn2.weight.set_value(paddle.full_like(block.bn2.weight, 0.2))
+    model.eval()
+    return model
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("latency-runtimes")
@@ -37,8 +48,7 @@ def test_the_timed_predictor_computes_the_dygraph_models_logits(runtime):
     from supernet.static import build_static
 
     paddle.seed(0)
-    model = build_static(RELEASED.sample(np.random.default_rng(5)), SPEC)
-    model.eval()
+    model = _damped(build_static(RELEASED.sample(np.random.default_rng(5)), SPEC))
     x = paddle.randn([3, 1, 16, 16])
     with paddle.no_grad():
         want = model(x).numpy()
@@ -112,8 +122,7 @@ def test_an_installed_convolution_is_not_traced_into_the_export(tmp_path, monkey
     from supernet.static import build_static
 
     paddle.seed(0)
-    model = build_static(RELEASED.min_arch(), SPEC)
-    model.eval()
+    model = _damped(build_static(RELEASED.max_arch(), SPEC))
     x = paddle.randn([2, 1, 16, 16])
     with conv.plain(), paddle.no_grad():
         want = model(x).numpy()

@@ -378,3 +378,70 @@ def test_teacher_runs_under_the_students_autocast(monkeypatch):
     assert T.Trainer._teacher_logits(Fake(), paddle.ones([1])).item() == 2.0 and entered == ["bfloat16"]
     Fake.teacher = None
     assert T.Trainer._teacher_logits(Fake(), paddle.ones([1])) is None
+
+
+# --- item 9: the next step's paths drawn while this step trains ----------------------------------
+
+def test_paths_ahead_gives_the_same_paths_one_draw_at_a_time():
+    import threading
+    import time
+
+    from fakedata import sampler_section
+
+    from supernet.samplers import PathsAhead, build_schedule
+
+    schedule = build_schedule(sampler_section(strategy="pool_top", pool_size=40, pool_keep=2), seed=3, spec=SMALL)
+
+    class Recorder:
+        def __init__(self):
+            self.calls, self.busy, self.overlap = [], threading.Lock(), False
+
+        def paths(self, epoch, step):
+            if not self.busy.acquire(blocking=False):
+                self.overlap = True
+                self.busy.acquire()
+            try:
+                self.calls.append((epoch, step))
+                time.sleep(0.005)
+                return schedule.paths(epoch, step)
+            finally:
+                self.busy.release()
+
+    recorder = Recorder()
+    ahead = PathsAhead(recorder, steps_per_epoch=3)
+    asked = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0)]  # a jump to (1, 2), as a resume makes
+    got = []
+    try:
+        for e, s in asked:
+            got.append([p.arch.code() for p in ahead.paths(e, s)])
+            ahead._ahead[1].result()  # the step trains longer than the next draw takes
+    finally:
+        ahead.close()
+    assert got == [[p.arch.code() for p in schedule.paths(e, s)] for e, s in asked]
+    # each next step drawn ahead; the jump's step drawn when asked, its successor ahead again
+    assert recorder.calls == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]
+    assert not recorder.overlap
+
+
+def test_a_trainer_drawing_paths_ahead_trains_exactly_as_one_that_does_not(tmp_path):
+    from test_train_supernet import DEMO, make_image_folder, tiny_overrides
+
+    from supernet.train import Trainer
+    from train_supernet import load_config
+
+    images = make_image_folder(tmp_path / "images")
+    weights, codes = [], []
+    for name, device in (("plain", None), ("ahead", "gpu:0")):
+        out = str(tmp_path / name)
+        cfg, _ = load_config([DEMO, *tiny_overrides(images, out, "supernet.epochs=1",
+                                                    "supernet.sampler.strategy=pool_top",
+                                                    "supernet.sampler.pool_size=20")])
+        trainer = Trainer(cfg)
+        if device:
+            trainer.device = device  # the trainer draws ahead on GPUs only; here the rest runs on the CPU
+        assert trainer.run()["finished"]
+        weights.append(paddle.load(os.path.join(out, "supernet.pdparams")))
+        with open(os.path.join(out, "train_log.jsonl"), encoding="utf-8") as f:
+            codes.append([r["codes"] for r in map(json.loads, f) if r["type"] == "step"])
+    assert codes[0] == codes[1] and len(codes[0]) == 4
+    assert all(np.array_equal(weights[0][k].numpy(), weights[1][k].numpy()) for k in weights[0])

@@ -61,7 +61,7 @@ def test_one_record_per_code_with_every_proxy_that_submission_make_takes(setup, 
         assert set(r["proxy_seconds"]) == {"zen", "synflow", "naswot", "gradnorm"}
     manifest = json.load(open(reference / "manifest.json"))["settings"]
     assert manifest["proxies"]["resolution"] == 16 and manifest["proxies"]["batch_size"] == 4
-    assert manifest["model"]["width_mult"] == 0.125
+    assert manifest["model"]["width_mult"] == 0.125 and manifest["device"] == {"kind": "cpu"}
     assert (reference / "ledger-evaluate.jsonl").exists()
     entries, _ = make_file(reference / "results.json", read_arch_list(setup["archs"]), tmp_path / "sub.json",
                            metric="zen")
@@ -129,7 +129,7 @@ def test_codes_of_another_space_are_all_named_before_any_work(setup, tmp_path, c
     out = tmp_path / "o"
     assert main(["proxies", "--config", setup["config"], "--archs", str(archs), "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert f"3 of 4 codes in {archs} are not codes of the ResNet48 space; nothing was computed" in err
+    assert f"3 of 4 codes in {archs} are invalid; nothing was computed" in err
     assert "short: invalid subnet code '12345' at position 5: wrong length 5" in err
     assert "stem9: " in err and "stem ratio digit 9 is out of range 1-7" in err
     assert "size2: " in err and "image-size code '2'" in err

@@ -107,6 +107,7 @@ def test_a_run_writes_its_front_log_plot_cache_and_ledger(setup, reference):
     assert front["objectives"] == ["top1", "macs"] and front["budgets"] == [f"macs={BUDGET:g}"]
     assert front["generations"] == 4 and front["space"] == "released"
     screen, full = front["setting"]["screen"], front["setting"]["full"]
+    assert front["screened"] is True
     assert screen["pinned"]["eval"]["subset"] == 20 and full["pinned"]["eval"]["subset"] == 40
     assert screen["pinned"]["calibration"]["batches"] == 1 and full["pinned"]["calibration"]["batches"] == 2
     spec = net_spec(setup["cfg"])
@@ -168,7 +169,9 @@ def test_a_rerun_under_another_setting_or_budget_is_refused(setup, reference, ca
     assert err.startswith(f"error: {reference} holds a search scored under another evaluation setting (")
     assert err.endswith(f"use another --out or remove {reference / 'checkpoint.pkl'}")
     assert main(args(setup, reference, budget="macs=1.1e6")) == 1
-    assert f"error: {reference} holds a search with other settings" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == (
+        f"error: {reference} holds a search with other settings (budgets: was ['macs=1.2e+06'], now ['macs=1.1e6']): "
+        f"use another --out or remove {reference / 'checkpoint.pkl'}")
     assert (reference / "front.json").read_text() == front
 
 
@@ -215,6 +218,18 @@ def test_a_latency_budget_with_a_transferred_predictor(setup, capsys):
     for e in front["front"]:
         assert e["costs"]["latency_ms"] <= 1.0
     assert "latency predictor (transfer" in capsys.readouterr().out
+
+
+def test_without_a_screen_the_search_scores_with_the_full_setting_and_rescores_nothing(setup):
+    out = setup["dir"] / "unscreened"
+    assert main(args(setup, out, "search.screen=null", "search.generations=1")) == 0
+    front = json.loads((out / "front.json").read_text())
+    assert front["screened"] is False and front["rescored"] == 0 and front["kendall_tau_screen_vs_full"] is None
+    assert front["setting"]["screen"] == front["setting"]["full"]
+    assert front["setting"]["full"]["pinned"]["eval"]["subset"] == 40
+    digests = {r["setting"] for r in scores(out) if r["id"]}
+    assert digests == {front["setting"]["full"]["digest"]}
+    assert [a.acc for a in read_arch_list(out / "front_archs.json")] == [e["screen"]["top1"] for e in front["front"]]
 
 
 def test_bad_input_is_one_line_before_anything_runs(setup, capsys, tmp_path):
