@@ -28,12 +28,9 @@ from encoding import KitError, read_arch_list, run_reporting_errors  # noqa: E40
 from encoding.archlist import check_codes  # noqa: E402
 from infra.config import Flag, add_flags, default_config, get, resolve  # noqa: E402
 from runtime import cpu_speed  # noqa: E402
+from supernet.weights import SOURCE_FLAGS  # noqa: E402
 
-COMMON_FLAGS = [
-    Flag("--checkpoint", "evaluate.checkpoint", str,
-         "supernet training checkpoint (dict with 'model') or plain supernet state dict (.pdparams)"),
-    Flag("--official", "evaluate.official", str, "the challenge's resnet48.pdparams, loaded into the supernet"),
-    Flag("--fewshot", "evaluate.fewshot", str, "a few-shot split's manifest.json: each code by its group's copy"),
+COMMON_FLAGS = SOURCE_FLAGS + [
     Flag("--archs", "evaluate.archs", str, "architecture list JSON ({id: {'arch': CODE, ...}})"),
     Flag("--calibration", "evaluate.calibration.mode", str, "BN statistics: none | recalibrate"),
     Flag("--calib_batches", "evaluate.calibration.batches", int, "calibration batches K"),
@@ -113,7 +110,7 @@ def cmd_run(args):
     check_codes(entries, archs)
 
     from encoding import net_spec
-    from evaluate.results_store import ResultsStore, rank_share
+    from evaluate.results_store import ResultsStore
     from evaluate.settings import EvalSettings
     from runtime.device import barrier, claim_run_folder, init_distributed, print_start_line, setup_device
 
@@ -127,13 +124,7 @@ def cmd_run(args):
     claim_run_folder(out)  # one writer per results directory (rank 0 holds it for the whole run)
     store = ResultsStore(out, entries)
     store.check_manifest(settings.pinned(net_spec(cfg), source, device))
-    dropped = store.repair(rank)
-    if dropped:
-        print(f"rank {rank}: dropped a torn last record ({dropped} bytes) from {store.shard_path(rank)}",
-              file=sys.stderr)
-    done = store.records()
-    share = rank_share(entries, rank, world)
-    pending = store.pending(rank, world, done)
+    done, share, pending = store.resume(rank, world)
     _say(f"{len(entries)} codes, {len(done)} already done; rank {rank} of {world}: "
          f"{len(pending)} of its {len(share)} to evaluate", rank)
     if pending:

@@ -13,7 +13,6 @@ and no weights are read: the proxies run on Gaussian inputs at seeded random ini
 (evaluate/proxies.py; the choices and measurements: docs/proxies.md).
 """
 
-import sys
 import time
 from dataclasses import dataclass
 
@@ -168,20 +167,14 @@ def run(cfg):
 
     from runtime.device import barrier, claim_run_folder, init_distributed, print_start_line, setup_device
 
-    from .results_store import ResultsStore, rank_share
+    from .results_store import ResultsStore
 
     device = setup_device(cfg)  # before joining the group (NCCL binds to this card); the manifest pins it
     rank, world = init_distributed()
     claim_run_folder(out)
     store = ResultsStore(out, entries, keys=result_keys(settings))
     store.check_manifest(pinned(settings, spec, device))
-    dropped = store.repair(rank)
-    if dropped:
-        print(f"rank {rank}: dropped a torn last record ({dropped} bytes) from {store.shard_path(rank)}",
-              file=sys.stderr)
-    done = store.records()
-    share = rank_share(entries, rank, world)
-    pending = store.pending(rank, world, done)
+    done, share, pending = store.resume(rank, world)
     if rank == 0:
         print(f"{len(entries)} codes, {len(done)} already done; rank {rank} of {world}: {len(pending)} of its "
               f"{len(share)} to score with {', '.join(settings.names)} at {settings.resolution} px, batch "

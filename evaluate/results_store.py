@@ -192,6 +192,18 @@ class ResultsStore:
         done = self.records() if done is None else done
         return [e for e in rank_share(self.entries, rank, world) if e.id not in done]
 
+    def resume(self, rank, world):
+        """(done records, this rank's share, its pending entries) after repairing this rank's shard; a torn
+        last record dropped is said on stderr (a run killed mid-write)."""
+        import sys
+
+        dropped = self.repair(rank)
+        if dropped:
+            print(f"rank {rank}: dropped a torn last record ({dropped} bytes) from {self.shard_path(rank)}",
+                  file=sys.stderr)
+        done = self.records()
+        return done, rank_share(self.entries, rank, world), self.pending(rank, world, done)
+
     def missing(self, done=None):
         done = self.records() if done is None else done
         return [e for e in self.entries if e.id not in done]

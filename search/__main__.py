@@ -27,11 +27,9 @@ if __package__ in (None, ""):  # run as a script (the distributed launcher): imp
 from infra.config import Flag, add_flags, default_config, get, resolve, set_key  # noqa: E402
 from infra.errors import KitError, run_reporting_errors  # noqa: E402
 from runtime import cpu_speed  # noqa: E402
+from supernet.weights import SOURCE_FLAGS  # noqa: E402
 
-FLAGS = [
-    Flag("--checkpoint", "evaluate.checkpoint", str, "supernet training checkpoint or state dict (.pdparams)"),
-    Flag("--official", "evaluate.official", str, "the challenge's resnet48.pdparams"),
-    Flag("--fewshot", "evaluate.fewshot", str, "a few-shot split's manifest.json"),
+FLAGS = SOURCE_FLAGS + [
     Flag("--space", "search.space", str, "released | documented"),
     Flag("--algorithm", "search.algorithm", str, "nsga2 | random (the baseline)"),
     Flag("--population", "search.population", int, "population size"),

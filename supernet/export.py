@@ -43,16 +43,15 @@ from infra import config as C
 from infra.atomic import atomic_write_json, file_digest
 from infra.errors import run_reporting_errors
 
+from .weights import SOURCE_FLAGS
+
 RUNTIMES = ("paddle-inference", "onnxruntime")
 MODEL_FILES = {"program": "model.json", "params": "model.pdiparams", "onnx": "model.onnx"}
 INPUT_NAME = "image"
 TMP_PREFIX = ".tmp-export-"
 EXTRAS = "requirements-export.txt"
 
-FLAGS = [
-    C.Flag("--checkpoint", "evaluate.checkpoint", str, "supernet training checkpoint or state dict (.pdparams)"),
-    C.Flag("--official", "evaluate.official", str, "the challenge's resnet48.pdparams"),
-    C.Flag("--fewshot", "evaluate.fewshot", str, "a few-shot split's manifest.json"),
+FLAGS = SOURCE_FLAGS + [
     C.Flag("--protocol", "evaluate.protocol", str, "evaluation protocol whose BN statistics are exported"),
     C.Flag("--calibration", "evaluate.calibration.mode", str, "BN statistics: none | recalibrate"),
     C.Flag("--arch", "export.arch", str, "the subnet code to export"),

@@ -12,9 +12,17 @@ import os
 from dataclasses import dataclass
 
 from encoding import KitError
+from infra.config import Flag
 
 KINDS = ("checkpoint", "official", "fewshot")
 WEIGHT_FLAGS = {"checkpoint": "--checkpoint", "official": "--official", "fewshot": "--fewshot"}
+# The command-line flags of a weights source, shared by every command that loads shared weights.
+SOURCE_FLAGS = [
+    Flag("--checkpoint", "evaluate.checkpoint", str,
+         "supernet training checkpoint (dict with 'model') or plain supernet state dict (.pdparams)"),
+    Flag("--official", "evaluate.official", str, "the challenge's resnet48.pdparams, loaded into the supernet"),
+    Flag("--fewshot", "evaluate.fewshot", str, "a few-shot split's manifest.json: each code by its group's copy"),
+]
 ONE_SOURCE = ("give exactly one of --checkpoint (a supernet training checkpoint or state dict), --official (the "
               "challenge's resnet48.pdparams) and --fewshot (a few-shot split's manifest.json)")
 
