@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 from encoding import KitError, net_spec, read_arch_list
 from encoding.archlist import check_codes
-from infra.config import Flag, get
+from infra.config import Flag, exact_keys, get
 
 PROXIES = ("zen", "synflow", "naswot", "gradnorm")
 INITS = ("gaussian", "kaiming")
+PROXY_KEYS = ("names", "out", "batch_size", "resolution", "repeats", "seed", "zen_alpha", "zen_init", "init",
+              "synflow_dtype")
 
 
 class ProxyError(KitError):
@@ -30,17 +32,17 @@ class ProxyError(KitError):
 
 @dataclass(frozen=True)
 class ProxySettings:
-    """What a proxy run computes; every field is pinned in the results manifest."""
-    names: tuple = PROXIES
-    batch_size: int = 16      # Gaussian images per forward pass (zen, naswot, gradnorm)
-    resolution: int = 224     # input side, px
-    repeats: int = 1          # initialisations averaged
-    seed: int = 0
-    zen_alpha: float = 0.01
-    zen_init: str = "gaussian"
-    init: str = "kaiming"     # synflow, naswot, gradnorm
-    synflow_dtype: str = "float64"
-
+    """What a proxy run computes; every field is pinned in the results manifest (the defaults:
+    configs/imagenet.yaml's `evaluate.proxies`)."""
+    names: tuple
+    batch_size: int      # Gaussian images per forward pass (zen, naswot, gradnorm)
+    resolution: int      # input side, px
+    repeats: int         # initialisations averaged
+    seed: int
+    zen_alpha: float
+    zen_init: str
+    init: str            # synflow, naswot, gradnorm
+    synflow_dtype: str
     def __post_init__(self):
         unknown = [n for n in self.names if n not in PROXIES]
         if unknown or not self.names:
@@ -88,17 +90,13 @@ FLAGS = [
 
 def proxy_settings(cfg):
     """ProxySettings from the `evaluate.proxies` keys (resolution null: data.resolution)."""
-    section = get(cfg, "evaluate.proxies", None)
-    if not isinstance(section, dict):
-        raise KitError("config has no 'evaluate.proxies:' section (see configs/imagenet.yaml)")
-    names = section.get("names") or list(PROXIES)
+    section = exact_keys(get(cfg, "evaluate.proxies", None), PROXY_KEYS, "evaluate.proxies")
+    names = section["names"] or ()
     if isinstance(names, str):
         names = name_list(names)
-    resolution = section.get("resolution")
-    if resolution is None:
-        resolution = get(cfg, "data.resolution", 224)
+    resolution = section["resolution"] if section["resolution"] is not None else get(cfg, "data.resolution")
     fields = {k: section[k] for k in ("batch_size", "repeats", "seed", "zen_alpha", "zen_init", "init",
-                                      "synflow_dtype") if section.get(k) is not None}
+                                      "synflow_dtype")}
     return ProxySettings(names=tuple(names), resolution=resolution, **fields)
 
 

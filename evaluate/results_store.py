@@ -91,6 +91,22 @@ def read_shard(path):
     return records, pos
 
 
+def drop_torn_tail(path):
+    """Truncate a JSONL file (a shard, a score cache) after its last whole record: a process killed mid-write
+    leaves a torn line. Returns the bytes dropped (0 when the file is whole or absent). Only the file's one
+    writer may call it."""
+    if not os.path.exists(path):
+        return 0
+    _, valid = read_shard(path)
+    size = os.path.getsize(path)
+    if valid < size:
+        with open(path, "r+b") as f:
+            f.truncate(valid)
+            f.flush()
+            os.fsync(f.fileno())
+    return size - valid
+
+
 class ResultsStore:
     """The results directory of one architecture list (`entries`: ArchEntry-like with .id, .code);
     `keys`: the fields each record keeps (evaluate run's by default; the proxy run names its own)."""
@@ -158,17 +174,7 @@ class ResultsStore:
 
     def repair(self, rank):
         """Truncate a torn last line of this rank's own shard (only its owner ever writes it)."""
-        path = self.shard_path(rank)
-        if not os.path.exists(path):
-            return 0
-        _, valid = read_shard(path)
-        size = os.path.getsize(path)
-        if valid < size:
-            with open(path, "r+b") as f:
-                f.truncate(valid)
-                f.flush()
-                os.fsync(f.fileno())
-        return size - valid
+        return drop_torn_tail(self.shard_path(rank))
 
     # --- reading ------------------------------------------------------------------------
     def records(self):

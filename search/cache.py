@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 
-from evaluate.results_store import read_shard
+from evaluate.results_store import drop_torn_tail, read_shard
 from infra.jsonl import JsonLines
 
 SCORE_KEYS = ("top1", "top5", "loss")
@@ -30,13 +30,10 @@ class ScoreCache:
         self.path, self.writer = os.fspath(path), writer
         self.scores = {}
         self.settings = {}
+        if writer:
+            drop_torn_tail(self.path)  # a torn last record from a kill
         if os.path.exists(self.path):
-            records, valid = read_shard(self.path)
-            if writer and valid < os.path.getsize(self.path):
-                with open(self.path, "r+b") as f:  # a torn last record from a kill
-                    f.truncate(valid)
-                    os.fsync(f.fileno())
-            for r in records:
+            for r in read_shard(self.path)[0]:
                 if r.get("type") == "setting":
                     self.settings[r["setting"]] = r["pinned"]
                 else:

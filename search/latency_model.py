@@ -16,6 +16,7 @@ import numpy as np
 from encoding import MAX_DEPTHS, costs, digit_matrix
 from encoding.arch import block_positions
 from encoding.cost import spatial_sizes
+from evaluate.latency import spearman as srcc
 from infra.config import differences
 from infra.errors import KitError
 
@@ -65,12 +66,6 @@ def _nnls(A, y):
 
 def _macs(codes, spec, resolution):
     return costs(codes, spec, resolution)[1]
-
-
-def srcc(pred, truth):
-    from submission.metrics import or_undefined, spearman
-
-    return or_undefined(spearman, pred, truth)[0]
 
 
 class LatencyPredictor:

@@ -5,6 +5,7 @@ grad-norm's gradient by hand; and their seeding."""
 import numpy as np
 import paddle
 import pytest
+from fakedata import kit_config
 from paddle import nn
 
 from encoding import DOCUMENTED, NetSpec
@@ -171,21 +172,27 @@ def test_init_weights_draws_the_documented_scales():
         P.init_weights(conv, "xavier", np.random.default_rng(0))
 
 
+def proxy_settings(**keys):
+    """ProxySettings of configs/imagenet.yaml's `evaluate.proxies` with `keys` changed."""
+    shipped = {k: v for k, v in kit_config()["evaluate"]["proxies"].items() if k != "out"}
+    return ProxySettings(**{**shipped, "names": tuple(shipped["names"]), "resolution": 224, **keys})
+
+
 def test_scores_are_seeded_code_independent_and_averaged_over_repeats():
     arch, other = DOCUMENTED.sample_many(2, 5)
-    s = ProxySettings(batch_size=4, resolution=16, repeats=2)
+    s = proxy_settings(batch_size=4, resolution=16, repeats=2)
     first, _ = P.score_arch(arch, TINY, s)
     assert P.score_arch(other, TINY, s)[0] != first  # warm-up by another code changes nothing below
     again, _ = P.score_arch(arch, TINY, s)
     assert again == first and set(first) == {"zen", "synflow", "naswot", "gradnorm"}
     assert all(np.isfinite(v) for v in first.values())
-    one = ProxySettings(batch_size=4, resolution=16, repeats=1)
+    one = proxy_settings(batch_size=4, resolution=16, repeats=1)
     from supernet.static import build_static
 
     for name in ("zen", "naswot"):
         per = [P.one_repeat(name, build_static(arch, TINY), TINY, one, r) for r in range(2)]
         assert first[name] == pytest.approx(np.mean(per), rel=1e-12)
-    reseeded, _ = P.score_arch(arch, TINY, ProxySettings(batch_size=4, resolution=16, repeats=2, seed=1))
+    reseeded, _ = P.score_arch(arch, TINY, proxy_settings(batch_size=4, resolution=16, repeats=2, seed=1))
     assert all(reseeded[k] != first[k] for k in first)
 
 
@@ -201,5 +208,5 @@ def test_scores_are_seeded_code_independent_and_averaged_over_repeats():
 ])
 def test_bad_settings_are_named(kwargs, message):
     with pytest.raises(ProxyError) as info:
-        ProxySettings(**kwargs)
+        proxy_settings(**kwargs)
     assert message in str(info.value)
