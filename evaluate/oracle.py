@@ -131,8 +131,8 @@ class Oracle:
 
     def pinned(self):
         """What decides the numbers this oracle gives (a results manifest pins it): the weights' digest,
-        the model spec, the images, the calibration batches and the precision."""
+        the model spec, the images, the calibration batches, the precision and the device's float32 math."""
         if self.source is None:
             raise KitError("an oracle over a model given in memory has no weights to pin")
-        return self.settings.pinned(self.spec, self.source)
+        return self.settings.pinned(self.spec, self.source, self.device)
 

@@ -78,7 +78,7 @@ def cmd_run(args):
     from encoding import net_spec
     from evaluate.settings import EvalSettings
     from infra.runlock import release
-    from runtime.device import claim_run_folder, init_distributed
+    from runtime.device import claim_run_folder, init_distributed, setup_device
     from search.budget import CostModel, check_reachable
     from search.report import background_points
     from search.settings import SearchSettings, check_weights_space, screen_config
@@ -98,6 +98,7 @@ def cmd_run(args):
     run = types.SimpleNamespace(cfg=cfg, s=s, spec=spec, resolution=resolution, cost_model=cost_model,
                                 latency_report=latency_report, full=full, screen=screen, background=background,
                                 screen_cfg=screen_cfg if screen is not None else cfg)
+    run.device = setup_device(cfg)  # before joining the group: NCCL binds to this card
     run.rank, run.world = init_distributed()
     claim_run_folder(s.out)
     try:
@@ -106,7 +107,7 @@ def cmd_run(args):
         release(s.out)  # the folder's lock (rank 0 holds it): free for the next run in this process
 
 
-def _open_search(run):
+def _open_search(run, device):
     """The checkpointed search of the folder (refused if scored under another setting), or a new one."""
     from search.engine import Search
 
@@ -118,7 +119,7 @@ def _open_search(run):
     search.settings = s  # a rerun may ask for more generations
     from search.scoring import setting_of
 
-    _, digest = setting_of(run.screen_cfg, run.screen or run.full)
+    _, digest = setting_of(run.screen_cfg, run.screen or run.full, device)
     if search.score_digest is not None and search.score_digest != digest:
         raise KitError(f"{s.out} holds a search scored under another evaluation setting ({search.score_digest}, "
                        f"now {digest}: weights, images or calibration changed): use another --out or remove "
@@ -135,14 +136,14 @@ def _run_search(run):
     from infra.atomic import atomic_write_text
     from infra.jsonl import JsonLines
     from infra.ledger import Ledger, ledger_path, summary_line
-    from runtime.device import barrier, print_start_line, setup_device
+    from runtime.device import barrier, print_start_line
     from search.cache import ScoreCache
     from search.scoring import Scorer
 
     s, rank, world = run.s, run.rank, run.world
     cache = ScoreCache(s.cache or os.path.join(s.out, "scores.jsonl"), writer=rank == 0)
-    search, resumed = _open_search(run)
-    device = setup_device(run.cfg)
+    device = run.device
+    search, resumed = _open_search(run, device)
     if rank == 0:
         print_start_line("search run", device, world, run.full.amp)
     barrier()  # every rank has read the cache and the checkpoint before rank 0 appends to them

@@ -5,13 +5,14 @@ import contextlib
 import time
 
 
-def setting_of(cfg, settings):
-    """(pinned setting, its digest): what decides an oracle's scores under `settings` (the cache's key)."""
+def setting_of(cfg, settings, device):
+    """(pinned setting, its digest): what decides an oracle's scores under `settings` on `device` (the cache's
+    key; the device kind and its float32 math are pinned, so CPU and GPU scores never mix)."""
     from encoding import net_spec
 
     from .cache import setting_digest
 
-    pinned = settings.pinned(net_spec(cfg), settings.source())
+    pinned = settings.pinned(net_spec(cfg), settings.source(), device)
     return pinned, setting_digest(pinned)
 
 
@@ -23,7 +24,7 @@ class Scorer:
     def __init__(self, cfg, settings, cache, rank, world, device, ledger=None):
         self.cfg, self.settings, self.cache = cfg, settings, cache
         self.rank, self.world, self.device, self.ledger = rank, world, device, ledger
-        self.pinned, self.digest = setting_of(cfg, settings)
+        self.pinned, self.digest = setting_of(cfg, settings, device)
         cache.add_setting(self.digest, self.pinned)
         self.oracle = None
         self.calls = 0
