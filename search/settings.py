@@ -6,12 +6,16 @@ import os
 from dataclasses import dataclass
 
 from encoding import get_space
-from infra.config import get, set_key
+from infra.config import exact_keys, get, set_key
 from infra.errors import KitError
 
 from .budget import objective_costs, parse_budgets
 
 ALGORITHMS = ("nsga2", "random")
+SEARCH_KEYS = ("out", "budgets", "costs", "space", "algorithm", "population", "offspring", "generations",
+               "mutation_prob", "crossover_prob", "depth_uniform", "seed", "screen", "rescore_top", "cache",
+               "background", "progress", "latency")
+LATENCY_KEYS = ("batch_size", "holdout", "transfer", "transfer_codes")
 FIXED_SECTIONS = ("model", "device")
 FIXED_KEYS = ("evaluate.checkpoint", "evaluate.official", "evaluate.fewshot")
 
@@ -98,40 +102,40 @@ class SearchSettings:
 
     @classmethod
     def from_config(cls, cfg):
-        if not isinstance(get(cfg, "search", None), dict):
-            raise KitError("config has no 'search:' section")
-        out = get(cfg, "search.out", None)
+        exact_keys(get(cfg, "search", None), SEARCH_KEYS, "search")  # every default: configs/imagenet.yaml
+        exact_keys(get(cfg, "search.latency"), LATENCY_KEYS, "search.latency")
+        out = get(cfg, "search.out")
         if not out:
             raise KitError("--out is required (config key search.out)")
-        algorithm = get(cfg, "search.algorithm", "nsga2")
+        algorithm = get(cfg, "search.algorithm")
         if algorithm not in ALGORITHMS:
             raise KitError(f"search.algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
-        texts = get(cfg, "search.budgets", None) or []
+        texts = get(cfg, "search.budgets") or []
         if isinstance(texts, str):
             texts = [texts]
         budgets = tuple(parse_budgets(texts))
         population = _int(cfg, "search.population", 2)
         return cls(
-            space=get_space(get(cfg, "search.space", "released")),
+            space=get_space(get(cfg, "search.space")),
             algorithm=algorithm,
             budgets=budgets,
-            costs=tuple(objective_costs(budgets, get(cfg, "search.costs", None) or ["macs"])),
+            costs=tuple(objective_costs(budgets, get(cfg, "search.costs"))),
             population=population,
-            offspring=_int(cfg, "search.offspring", 1) if get(cfg, "search.offspring", None) else population,
+            offspring=_int(cfg, "search.offspring", 1) if get(cfg, "search.offspring") else population,
             generations=_int(cfg, "search.generations", 0),
             mutation_prob=_prob(cfg, "search.mutation_prob"),
             crossover_prob=_prob(cfg, "search.crossover_prob"),
-            depth_uniform=bool(get(cfg, "search.depth_uniform", True)),
+            depth_uniform=bool(get(cfg, "search.depth_uniform")),
             seed=_int(cfg, "search.seed", 0),
             rescore_top=_int(cfg, "search.rescore_top", 0),
-            cache=get(cfg, "search.cache", None),
+            cache=get(cfg, "search.cache"),
             out=out,
-            background=get(cfg, "search.background", None),
+            background=get(cfg, "search.background"),
             latency_batch=_int(cfg, "search.latency.batch_size", 1),
-            latency_holdout=float(get(cfg, "search.latency.holdout", 0.25) or 0.0),
-            transfer=get(cfg, "search.latency.transfer", None),
+            latency_holdout=float(get(cfg, "search.latency.holdout") or 0.0),
+            transfer=get(cfg, "search.latency.transfer"),
             transfer_codes=_int(cfg, "search.latency.transfer_codes", 3),
-            progress=bool(get(cfg, "search.progress", True)),
+            progress=bool(get(cfg, "search.progress")),
         )
 
     @property

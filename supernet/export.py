@@ -268,8 +268,8 @@ def weights_source(cfg):
     return WeightsSource(kind, path, reorder=bool(C.get(cfg, "evaluate.reorder")))
 
 
-def _positive_int(cfg, key, default):
-    value = C.get(cfg, key, default)
+def _positive_int(cfg, key):
+    value = C.get(cfg, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ExportError(f"{key} must be a positive integer, got {value!r}")
     return value
@@ -382,11 +382,11 @@ class Exporter:
         self.spec = net_spec(self.cfg)
         self.source = weights_source(self.cfg)
         self.calibration = Calibration.from_config(self.cfg)
-        self.resolution = _positive_int(self.cfg, "data.resolution", None)
-        self.onnx = bool(C.get(self.cfg, "export.onnx", False))
-        self.opset = _positive_int(self.cfg, "export.opset", 13)
-        self.check_images = _positive_int(self.cfg, "export.check_images", 32)
-        self.tolerance = float(C.get(self.cfg, "export.tolerance", 1e-4))
+        self.resolution = _positive_int(self.cfg, "data.resolution")  # every default: configs/imagenet.yaml
+        self.onnx = bool(C.get(self.cfg, "export.onnx"))
+        self.opset = _positive_int(self.cfg, "export.opset")
+        self.check_images = _positive_int(self.cfg, "export.check_images")
+        self.tolerance = float(C.get(self.cfg, "export.tolerance"))
         if self.onnx:  # before any work: a missing package is one line, not a late failure
             require("paddle2onnx")
             require("onnxruntime")
@@ -401,7 +401,7 @@ class Exporter:
 
         if self._calib is None:
             self._calib = calibration_batches(self.cfg, self.calibration,
-                                              num_workers=int(C.get(self.cfg, "data.num_workers", 0) or 0))
+                                              num_workers=int(C.get(self.cfg, "data.num_workers")))
         return self._calib
 
     def check_batch(self):
@@ -421,7 +421,7 @@ class Exporter:
     def supernet(self, code):
         group = self.source.group_of(code)
         if group not in self._models:
-            self._models[group] = self.source.load(self.spec, group=group) if group else self.source.load(self.spec)
+            self._models[group] = self.source.load(self.spec, group=group)
         return self._models[group], group
 
     def statistics_and_reference(self, code):
@@ -517,7 +517,7 @@ def export(cfg, progress=None, echo=print):
     if not out:
         raise ExportError("give --out DIR (export.out): where the export is written")
     out = os.fspath(out)
-    force = bool(C.get(cfg, "export.force", False))
+    force = bool(C.get(cfg, "export.force"))
     entries = entries_of(cfg)
     check_target(out, force)
     exporter = Exporter(cfg)
