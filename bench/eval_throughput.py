@@ -30,7 +30,6 @@ import paddle.nn.functional as F  # noqa: E402
 
 from encoding import RELEASED, net_spec  # noqa: E402
 from evaluate.evaluator import amp_dtype  # noqa: E402
-from evaluate.image_cache import calibration_indices  # noqa: E402
 from evaluate.oracle import Oracle, eval_indices  # noqa: E402
 from evaluate.settings import EvalSettings, apply_protocol  # noqa: E402
 from imagedata import DataSettings, build_dataset, build_loader  # noqa: E402
@@ -39,6 +38,7 @@ from runtime.amp import autocast  # noqa: E402
 from runtime.device import setup_device  # noqa: E402
 from submission.metrics import kendall_tau_b  # noqa: E402
 from supernet import ResNet48Supernet  # noqa: E402
+from supernet.calibration import calibration_indices  # noqa: E402
 
 GOAL_RATIO, GOAL_TAU = 10.0, 0.98
 

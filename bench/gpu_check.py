@@ -379,9 +379,9 @@ def step_slices(ctx, step):
     import paddle
 
     from encoding import RELEASED, net_spec
-    from evaluate.calibration import BNSnapshot
     from runtime.amp import autocast
     from supernet import ResNet48Supernet
+    from supernet.calibration import BNSnapshot
 
     ctx.need_device()
     s = ctx.sizes
@@ -614,8 +614,8 @@ def prediction_agreement(model, eval_set, batch_size, calib, amp, codes, max_ima
     (as the kit's evaluator does under `evaluate.amp`)."""
     import paddle
 
-    from evaluate.calibration import BNSnapshot, recalibrate
     from runtime.amp import autocast
+    from supernet.calibration import BNSnapshot, recalibrate
 
     snapshot = BNSnapshot(model.dynamic_bn_layers())
 

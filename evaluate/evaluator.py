@@ -12,8 +12,7 @@ import paddle
 from encoding import KitError
 from runtime.amp import autocast
 from supernet.accuracy import batch_counts
-
-from .calibration import MODES, BNSnapshot, recalibrate
+from supernet.calibration import MODES, BNSnapshot, recalibrate
 
 
 def amp_dtype(name, device, key="evaluate.amp"):

@@ -15,8 +15,6 @@ import numpy as np
 import paddle
 
 from encoding import KitError
-from imagedata.loaders import gather  # noqa: F401 (the decoder of the cache; moved down for supernet.calibration)
-from supernet.calibration import calibration_indices  # noqa: F401 (moved down beside the recalibration)
 
 CACHE_PLACES = ("auto", "device", "host")
 CACHE_DTYPES = ("float32", "float16", "uint8")

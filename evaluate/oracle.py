@@ -14,9 +14,10 @@ a search all score through it.
 import numpy as np
 
 from encoding import KitError, net_spec
+from imagedata.loaders import gather
 
 from .evaluator import evaluator_of
-from .image_cache import gather, make_tensor_set
+from .image_cache import make_tensor_set
 from .settings import EvalSettings
 
 

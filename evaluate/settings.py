@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from encoding import KitError
 from infra.config import get
 from runtime.amp import AMP_DTYPES
-from supernet.calibration import Calibration, apply_protocol  # noqa: F401 (Calibration: evaluate.settings.Calibration, as before)
-from supernet.weights import ONE_SOURCE, WEIGHT_FLAGS, weights_source  # noqa: F401 (as before)
+from supernet.calibration import Calibration, apply_protocol
+from supernet.weights import ONE_SOURCE, WEIGHT_FLAGS, weights_source
 
 from .image_cache import CACHE_DTYPES, CACHE_PLACES
 

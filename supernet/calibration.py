@@ -21,7 +21,7 @@ on which subnets came earlier in the list, and the cheap-vs-full comparisons of 
 all start from the checkpoint's statistics.
 
 Beside the model (not in `evaluate/`) because two layers set a subnet's statistics and must set
-them identically: scoring (`evaluate`, which re-exports these names from `evaluate.calibration`)
+them identically: scoring (`evaluate.evaluator` and the oracle)
 and deployment (`supernet.export`, which copies them into the exported net).
 """
 

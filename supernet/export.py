@@ -43,7 +43,7 @@ from infra import config as C
 from infra.atomic import atomic_write_json, file_digest
 from infra.errors import run_reporting_errors
 
-from .weights import SOURCE_FLAGS
+from .weights import SOURCE_FLAGS, WeightsSource
 
 RUNTIMES = ("paddle-inference", "onnxruntime")
 MODEL_FILES = {"program": "model.json", "params": "model.pdiparams", "onnx": "model.onnx"}
@@ -259,15 +259,6 @@ def preprocessing(dataset):
     return steps
 
 
-def weights_source(cfg):
-    """The WeightsSource of evaluate.checkpoint / .official / .fewshot (exactly one, as `evaluate run`)."""
-    from .weights import WeightsSource
-    from .weights import weights_source as given
-
-    kind, path = given(cfg)
-    return WeightsSource(kind, path, reorder=bool(C.get(cfg, "evaluate.reorder")))
-
-
 def _positive_int(cfg, key):
     value = C.get(cfg, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -380,7 +371,7 @@ class Exporter:
 
         self.cfg = apply_protocol(copy.deepcopy(cfg))
         self.spec = net_spec(self.cfg)
-        self.source = weights_source(self.cfg)
+        self.source = WeightsSource.from_config(self.cfg)
         self.calibration = Calibration.from_config(self.cfg)
         self.resolution = _positive_int(self.cfg, "data.resolution")  # every default: configs/imagenet.yaml
         self.onnx = bool(C.get(self.cfg, "export.onnx"))

@@ -90,6 +90,14 @@ class WeightsSource:
         if not os.path.isfile(self.path):
             raise KitError(f"{self.kind} weights {self.path} do not exist")
 
+    @classmethod
+    def from_config(cls, cfg):
+        """The source of evaluate.checkpoint / .official / .fewshot (exactly one) and evaluate.reorder."""
+        from infra.config import get
+
+        kind, path = weights_source(cfg)
+        return cls(kind, path, reorder=bool(get(cfg, "evaluate.reorder")))
+
     def groups(self):
         """The few-shot groups (each with its weights) in routing order; [] for a single supernet."""
         return fewshot_weights(self.path)[0] if self.kind == "fewshot" else []

@@ -98,7 +98,7 @@ def test_uint8_cache_scores_like_float32_and_calibration_batches_normalise_as_be
     calib = build_calibration_batches(_eval_cfg(d, "uint8"), EvalSettings.from_config(_eval_cfg(d, "uint8")))
     assert [tuple(b.shape) for b in calib] == [(8, 1, 28, 28)] * 2 and calib[0].dtype == paddle.float32
     ds = dataset_of(_eval_cfg(d, "uint8"), "train", augment=False)
-    from evaluate.image_cache import calibration_indices
+    from supernet.calibration import calibration_indices
 
     idx = calibration_indices(len(ds), 2, 8, 0)
     expected = np.stack([former_normalisation(ds[int(i)][0], FASHION_MNIST_MEAN, FASHION_MNIST_STD)

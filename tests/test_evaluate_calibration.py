@@ -5,10 +5,10 @@ import paddle
 import pytest
 
 from encoding import DOCUMENTED, NetSpec
-from evaluate.calibration import BNSnapshot, recalibrate
 from evaluate.evaluator import SubnetEvaluator, evaluate_model
-from evaluate.image_cache import TensorSet, calibration_indices
+from evaluate.image_cache import TensorSet
 from supernet import ResNet48Supernet
+from supernet.calibration import BNSnapshot, calibration_indices, recalibrate
 
 SMALL = NetSpec(width_mult=0.125, stem="small", in_channels=1, num_classes=10)
 RES = 16

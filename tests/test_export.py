@@ -105,11 +105,10 @@ def _reference_logits(config, checkpoint, codes, x, mode):
     import paddle
 
     from encoding import net_spec
-    from evaluate.calibration import BNSnapshot, recalibrate
     from evaluate.oracle import build_calibration_batches
     from evaluate.settings import EvalSettings
     from infra.config import resolve
-    from supernet.calibration import apply_protocol
+    from supernet.calibration import BNSnapshot, apply_protocol, recalibrate
 
     cfg = apply_protocol(resolve(str(config), overrides=[f"evaluate.checkpoint={checkpoint}",
                                                           f"evaluate.calibration.mode={mode}"]))
