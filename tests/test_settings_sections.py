@@ -102,3 +102,40 @@ def test_the_pool_tops_old_pool_key_is_refused_with_the_new_name():
         build_schedule(section, seed=0)
     section["large_pool"], section["pool_size"] = 3, 12
     assert build_schedule(section, seed=0).sampler.pool == 12  # strategy large's default untouched: accepted
+
+
+def test_the_search_and_proxy_sections_refuse_an_unknown_or_missing_key():
+    from evaluate.proxy_run import proxy_settings
+    from search.settings import SearchSettings
+
+    cfg = resolve(DEMO, overrides=["search.out=x"])
+    cfg["search"]["populaton"] = 8
+    with pytest.raises(KitError, match=r"unknown search keys \['populaton'\]"):
+        SearchSettings.from_config(cfg)
+    cfg = resolve(DEMO, overrides=["search.out=x"])
+    del cfg["search"]["latency"]["holdout"]
+    with pytest.raises(KitError, match="search.latency.holdout is not set: a config extends configs/imagenet.yaml"):
+        SearchSettings.from_config(cfg)
+    cfg = resolve(DEMO)
+    cfg["evaluate"]["proxies"]["batch"] = 8
+    with pytest.raises(KitError, match=r"unknown evaluate.proxies keys \['batch'\]"):
+        proxy_settings(cfg)
+    cfg = resolve(DEMO, overrides=["evaluate.proxies.names=[]"])
+    with pytest.raises(KitError, match=r"unknown proxy \(none given\)"):
+        proxy_settings(cfg)
+
+
+def test_a_weights_source_refuses_a_bad_kind_a_missing_file_and_a_split_without_a_group(tmp_path):
+    from supernet.weights import WeightsSource
+
+    with pytest.raises(KitError, match="weights kind must be one of checkpoint, official, fewshot, got 'pdparams'"):
+        WeightsSource("pdparams", str(tmp_path))
+    with pytest.raises(KitError, match=f"checkpoint weights {tmp_path / 'none.pdparams'} do not exist"):
+        WeightsSource("checkpoint", str(tmp_path / "none.pdparams"))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{}")
+    with pytest.raises(KitError, match="a few-shot split holds one supernet per group: name the code or the group"):
+        WeightsSource("fewshot", str(manifest)).load(None)
+    cfg = resolve(DEMO, overrides=[f"evaluate.checkpoint={tmp_path / 'none.pdparams'}"])
+    with pytest.raises(KitError, match=f"--checkpoint {tmp_path / 'none.pdparams'} does not exist"):
+        WeightsSource.from_config(cfg)
