@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+from imagedata.settings import workers_flag
 from infra import config as C
 from infra.errors import KitError, error_message
 from runtime import cpu_speed
@@ -27,7 +28,7 @@ FLAGS = [
     C.Flag("--batch_size", "supernet.batch_size", int, "GLOBAL batch over all ranks per step"),
     C.Flag("--max_steps", "supernet.max_steps", int, "stop after this many optimizer steps in total"),
     C.Flag("--seed", "supernet.seed", int, "seed of data order, path sampling and initialisation"),
-    C.Flag("--num_workers", "data.num_workers", int, "data-loader worker processes per rank"),
+    C.Flag("--num_workers", "data.num_workers", workers_flag, "data-loader worker processes per rank (or auto)"),
     C.Flag("--image_dir", "data.image_dir", str, "ImageNet-style image directory"),
     C.Flag("--strategy", "supernet.sampler.strategy", str, "path sampler: uniform | large | list | pool_top"),
     C.Flag("--space", "supernet.sampler.space", str, "search space to sample: released | documented"),

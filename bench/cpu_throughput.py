@@ -18,6 +18,8 @@ Paddle variants, each a setting of the kit's `cpu:` config section (runtime/cpu_
 plain (as shipped), mkl (mkl_avx2_on_amd: MKL_DEBUG_CPU_TYPE=5 where it applies), mem (mkl +
 keep_freed_memory: no page faults on re-allocated buffers), fast (mem + conv=onednn), and with
 --jit also jit (mem + paddle.jit.to_static of the static net's forward; supernet cases skipped).
+nhwc (not in the default list): fast's switches with the nets in NHWC (channels_last's layout, which the
+kit uses on GPU under AMP only; NHWC convs bypass the oneDNN path).
 
   python bench/cpu_throughput.py [--config configs/demo.yaml] [--batch-size 128] [--repeats 7]
       [--threads 2] [--variants plain,mkl,mem,fast,torch] [--jit] [model.key=value ...]
@@ -42,7 +44,9 @@ PADDLE_VARIANTS = {  # name: (the kit's `cpu:` config section, paddle.jit.to_sta
     "mem": ({"mkl_avx2_on_amd": "auto", "keep_freed_memory": "auto", "conv": "paddle"}, False),
     "fast": ({"mkl_avx2_on_amd": "auto", "keep_freed_memory": "auto", "conv": "onednn"}, False),
     "jit": ({"mkl_avx2_on_amd": "auto", "keep_freed_memory": "auto", "conv": "paddle"}, True),
+    "nhwc": ({"mkl_avx2_on_amd": "auto", "keep_freed_memory": "auto", "conv": "onednn"}, False),
 }
+NHWC_VARIANTS = ("nhwc",)  # nets built with data_format NHWC (runtime.layout): Paddle's own conv, oneDNN bypassed
 
 
 def add_model_options(parser, repeats_help):
@@ -134,8 +138,9 @@ class PaddleWorker:
         paddle.set_device("cpu")
         paddle.seed(0)
         max_code, sliced = bench_codes(spec, resolution)
-        static = build_static(max_code, spec)
-        supernet = ResNet48Supernet(spec)
+        data_format = "NHWC" if variant in NHWC_VARIANTS else "NCHW"
+        static = build_static(max_code, spec, data_format)
+        supernet = ResNet48Supernet(spec, data_format)
         supernet.set_active(sliced)
         # build_static's and the supernet's convs go through onednn_conv: the backend set above decides
         self.models = {"static-max": static, "supernet-sliced": supernet}

@@ -33,6 +33,7 @@ from evaluate.evaluator import amp_dtype  # noqa: E402
 from evaluate.oracle import Oracle, eval_indices  # noqa: E402
 from evaluate.settings import EvalSettings, apply_protocol  # noqa: E402
 from imagedata import DataSettings, build_dataset, build_loader  # noqa: E402
+from imagedata.settings import worker_count  # noqa: E402
 from infra.config import default_config, get, resolve  # noqa: E402
 from runtime.amp import autocast  # noqa: E402
 from runtime.device import setup_device  # noqa: E402
@@ -55,7 +56,7 @@ def train_quickly(cfg, steps, batch_size, seed):
     model.train()
     dataset = build_dataset(DataSettings.from_config(cfg), "train", augment=True)
     loader = build_loader(dataset, batch_size, shuffle=True, drop_last=True,
-                          num_workers=int(get(cfg, "data.num_workers", 0) or 0), seed=seed, num_replicas=1, rank=0)
+                          num_workers=worker_count(get(cfg, "data.num_workers")), seed=seed, num_replicas=1, rank=0)
     sched = paddle.optimizer.lr.CosineAnnealingDecay(0.1, T_max=max(1, steps))
     opt = paddle.optimizer.Momentum(sched, momentum=0.9, parameters=model.parameters(), weight_decay=1e-4)
     rng = np.random.default_rng(seed)
@@ -159,7 +160,7 @@ def main(argv=None):
         f"evaluate.calibration.batch_size={args.calib_batch_size}", "evaluate.calibration.augment=false"]))
     device = setup_device(cfg)
     amp = amp_dtype(get(cfg, "evaluate.amp"), device)
-    workers = int(get(cfg, "data.num_workers", 0) or 0) if args.naive_workers is None else args.naive_workers
+    workers = worker_count(get(cfg, "data.num_workers")) if args.naive_workers is None else args.naive_workers
     print(f"device {device}; {args.subnets} released subnets, {args.images} eval images at "
           f"{get(cfg, 'data.resolution')} px, calibration {args.calib_batches} x {args.calib_batch_size}, "
           f"batch {args.batch_size}, amp {amp or 'none'}, naive DataLoader workers {workers}")

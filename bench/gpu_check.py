@@ -29,8 +29,10 @@ every step's figure and verdict.
     sample's -> hours for the whole list on one GPU and on eight (beside the code review's estimate), and
     for the cheapest setting of `evaluate.fidelity.settings` in configs/imagenet.yaml.
  8. Two GPUs, when two are visible (two gloo CPU processes in --cpu-smoke): a short supernet training under
-    paddle.distributed.launch (DataParallel, no_sync, the fused all-reduce, fingerprints, NCCL) stopped
-    half-way and resumed on one GPU, and a 2-rank `evaluate run` equal to a 1-rank one.
+    paddle.distributed.launch (DataParallel, no_sync, the fused all-reduce, fingerprints, NCCL) SIGKILLed
+    (the launcher's process group and its workers) once its mid-run checkpoint is on disk, resumed on one
+    GPU, bit-identical to the same run stopped there by supernet.max_steps and resumed on one GPU; and a
+    2-rank `evaluate run` (images decoded once over the ranks) equal to a 1-rank one.
  9. bf16 vs fp32 on a supernet that learnt something (10 classes of learnable 32 px images made on the spot,
     about 300 steps): top-1 agreement with BN recalibrated in each precision, and the per-subnet top-1 gap.
 
@@ -73,6 +75,7 @@ from loader_throughput import make_jpegs, measure  # noqa: E402
 
 from encoding import atomic_write_json  # noqa: E402
 from evaluate.settings import apply_protocol  # noqa: E402
+from imagedata.settings import worker_count  # noqa: E402
 from infra.config import default_config, get, resolve  # noqa: E402
 
 IMAGENET_CONFIG = default_config("imagenet")
@@ -475,6 +478,67 @@ def step_slices(ctx, step):
         verdict = "pass" if bn <= BF16_BN_TOLERANCE and bn16["moved"] == bn16["expected"] else "fail"
     step.add("training-mode BN update, bf16 autocast", verdict, figure, max_rel_err=bn, moved=bn16["moved"],
              expected=bn16["expected"])
+    channels_last_timing(ctx, step, spec, res)
+
+
+def channels_last_timing(ctx, step, spec, res, steps=10):
+    """A figure, not a check: the largest subnet's supernet training step (forward, backward, SGD) in NCHW vs
+    NHWC (supernet.channels_last) under bf16 and fp16 autocast; fp16 NHWC also with
+    FLAGS_cudnn_batchnorm_spatial_persistent, which Paddle's training batch_norm needs to compute in NHWC
+    (runtime.layout). The figure is the one users weigh channels_last by."""
+    name = "channels-last training step, AMP"
+    if not ctx.on_gpu:
+        step.add(name, "skipped", "skipped on CPU: NHWC only pays for half-precision convs on GPU tensor cores; "
+                                  "on CPU the kit keeps NCHW (runtime.layout)")
+        return
+    import paddle
+
+    from runtime.amp import autocast
+    from supernet import ResNet48Supernet
+
+    batch = ctx.sizes.train_batch
+    rng = np.random.default_rng(0)
+    x = paddle.to_tensor(rng.standard_normal((batch, spec.in_channels, res, res)).astype("float32"))
+    y = paddle.to_tensor(rng.integers(0, spec.num_classes, (batch,)).astype("int64"))
+    flag = "FLAGS_cudnn_batchnorm_spatial_persistent"
+    saved = paddle.get_flags([flag])[flag]
+
+    def ms_per_step(amp, data_format, persistent=False):
+        paddle.set_flags({flag: persistent})
+        paddle.seed(0)
+        net = ResNet48Supernet(spec, data_format=data_format)
+        opt = paddle.optimizer.Momentum(0.01, parameters=net.parameters())
+        scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if amp == "float16" else None
+        for i in range(steps + 3):  # 3 warm-up steps (cuDNN algorithm search, allocator)
+            if i == 3:
+                paddle.device.synchronize()
+                t0 = time.perf_counter()
+            with autocast(amp):
+                loss = paddle.nn.functional.cross_entropy(net(x), y)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            opt.clear_grad()
+        paddle.device.synchronize()
+        return 1000 * (time.perf_counter() - t0) / steps
+
+    try:
+        ms = {(amp, f, p): ms_per_step(amp, f, p) for amp, f, p in (
+            ("bfloat16", "NCHW", False), ("bfloat16", "NHWC", False), ("float16", "NCHW", False),
+            ("float16", "NHWC", False), ("float16", "NHWC", True))}
+    finally:
+        paddle.set_flags({flag: saved})
+    parts = [f"{label}: NCHW {ms[(amp, 'NCHW', False)]:.1f} ms, NHWC {ms[(amp, 'NHWC', False)]:.1f} ms "
+             f"({ms[(amp, 'NHWC', False)] / ms[(amp, 'NCHW', False)]:.2f}x)" for amp, label in
+             (("bfloat16", "bf16"), ("float16", "fp16"))]
+    parts.append(f"fp16 NHWC + {flag}=1: {ms[('float16', 'NHWC', True)]:.1f} ms")
+    step.add(name, "figure", f"{'; '.join(parts)}; largest subnet, batch {batch} at {res} px, width "
+                             f"{spec.width_mult}, {steps} steps", **{f"{a}_{f}{'_persistent' if p else ''}_ms": v
+                                                                      for (a, f, p), v in ms.items()})
 
 
 def read_log(out):
@@ -494,17 +558,23 @@ def launcher(ctx, nproc, log_dir):
     return [sys.executable, "-m", "paddle.distributed.launch", *where, "--log_dir", log_dir]
 
 
-def train_run(ctx, out, amp, max_steps, deterministic=False, nproc=1):
-    """`python train_supernet.py configs/imagenet.yaml ...` at the check's sizes (on `nproc` ranks under the
-    launcher); a summary dict."""
+def train_command(ctx, out, amp, max_steps, nproc=1, extra=()):
+    """The argv of `python train_supernet.py configs/imagenet.yaml ...` at the check's sizes (on `nproc` ranks
+    under the launcher), with `extra` config overrides."""
     s = ctx.sizes
-    args = [*launcher(ctx, nproc, os.path.join(out, "launch_logs")), os.path.join(ROOT, "train_supernet.py"),
+    return [*launcher(ctx, nproc, os.path.join(out, "launch_logs")), os.path.join(ROOT, "train_supernet.py"),
             IMAGENET_CONFIG,
             *ctx.overrides(f"supernet.output_dir={out}", f"supernet.amp={amp}", f"supernet.batch_size={s.train_batch}",
                            f"supernet.epochs={s.train_epochs}", f"supernet.max_steps={max_steps}",
                            f"supernet.optim.warmup={s.train_epochs / 3:.4g}", f"data.train_subset={s.train_subset}",
                            "supernet.log.progress=false",
-                           "supernet.log.visualdl=false", "supernet.log.every_steps=1")]
+                           "supernet.log.visualdl=false", "supernet.log.every_steps=1", *extra)]
+
+
+def train_run(ctx, out, amp, max_steps, deterministic=False, nproc=1, extra=()):
+    """`train_command`'s run to its end; a summary dict."""
+    s = ctx.sizes
+    args = train_command(ctx, out, amp, max_steps, nproc, extra)
     extra = {"FLAGS_cudnn_deterministic": "1"} if deterministic else {}
     t0 = time.perf_counter()
     proc = subprocess.run(args, cwd=ROOT, env=child_env(**extra), capture_output=True, text=True, timeout=s.timeout)
@@ -588,7 +658,7 @@ def step_loader(ctx, step):
     ctx.need_device()
     s = ctx.sizes
     cfg = ctx.config()
-    workers = int(get(cfg, "data.num_workers") or 0) if s.loader_workers is None else s.loader_workers
+    workers = worker_count(get(cfg, "data.num_workers")) if s.loader_workers is None else s.loader_workers
     r = measure(cfg, "train", workers, s.train_batch, s.loader_batches)
     rate = r["images_per_s"]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -814,7 +884,7 @@ def step_evaluation(ctx, step):
                  f"{figure} (speed; precision judged in step 9)", **values)
 
     # the naive loop on the first subnets: export, fresh DataLoaders, decode every image again
-    workers = int(get(cfg, "data.num_workers") or 0)
+    workers = worker_count(get(cfg, "data.num_workers"))
     kb = int(get(cfg, "evaluate.calibration.batch_size"))
     train, val = naive_datasets(cfg, get(cfg, "evaluate.subset"), int(get(cfg, "evaluate.calibration.batches")), kb)
     naive_seconds, worst = 0.0, 0.0
@@ -859,10 +929,90 @@ def evaluate_run(ctx, weights, archs, out, nproc):
         return {r["id"]: r for r in json.load(f)}
 
 
+def descendants(pid):
+    """Process ids of `pid`'s children, theirs and so on (Linux /proc; [] once it is gone)."""
+    kids = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                kids += [int(k) for k in f.read().split()]
+    return kids + [d for k in kids for d in descendants(k)]
+
+
+def _parent(pid):
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid):
+    """Whether process `pid` still runs (a zombie has stopped)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_at_checkpoint(ctx, out, args, at_step, deterministic=True):
+    """Start `args` (a launcher's training command writing `out`) in its own session and, once `out` holds a
+    checkpoint of global step >= `at_step`, SIGKILL the launcher's process group and every process under it
+    (the workers run in sessions of their own; their data-loader processes hold the run folder's lock until
+    they go); a summary dict: killed (before the run ended), checkpoint (the newest step left on disk), workers
+    (the launcher's children), left (processes still alive after the kill), seconds, why."""
+    import signal
+
+    from runtime.checkpoint import latest_checkpoint
+    from supernet.train import CKPT_PATTERN
+
+    def newest():
+        path = latest_checkpoint(os.path.join(out, "checkpoints"), CKPT_PATTERN)
+        return int(os.path.basename(path).split("_")[1].split(".")[0]) if path else 0
+
+    os.makedirs(out, exist_ok=True)
+    env = child_env(**({"FLAGS_cudnn_deterministic": "1"} if deterministic else {}))
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + ctx.sizes.timeout
+    with open(os.path.join(out, "killed_run.log"), "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        workers, tree = [], []
+        try:
+            while proc.poll() is None and newest() < at_step and time.monotonic() < deadline:
+                time.sleep(0.05)
+            ended = proc.poll() is not None
+            tree = descendants(proc.pid)
+            workers = [pid for pid in tree if _parent(pid) == proc.pid]
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            for pid in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.wait()
+            while any(alive(pid) for pid in tree) and time.monotonic() < deadline + 30:
+                time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    at = newest()
+    why = (f"the run ended first (exit {proc.returncode})" if ended else
+           f"no checkpoint of step {at_step} within {ctx.sizes.timeout} s" if at < at_step else None)
+    with open(os.path.join(out, "killed_run.log"), encoding="utf-8") as f:
+        text = f.read()
+    return {"killed": why is None, "checkpoint": at, "workers": len(workers),
+            "left": [pid for pid in tree if alive(pid)], "seconds": time.perf_counter() - t0, "why": why,
+            "log": None if why is None else tail(text, 25)}
+
+
 def step_two_ranks(ctx, step):
     """Two ranks under the launcher (DataParallel, no_sync, the fused all-reduce, parameter fingerprints,
-    NCCL on GPUs): a short supernet training stopped half-way, resumed on one rank; and a 2-rank
-    evaluation against a 1-rank one. Two gloo CPU processes in the smoke run."""
+    NCCL on GPUs): a short supernet training SIGKILLed (the launcher's process group and its workers) once a
+    mid-run checkpoint is on disk, resumed on one rank (world 2 -> 1, mid-epoch: runtime.checkpoint's
+    check_world_change lets it, the global batch and padded epoch being the same), and compared bit for bit
+    with the same 2-rank run stopped cleanly at that checkpoint (supernet.max_steps) and resumed on one rank;
+    then a 2-rank evaluation against a 1-rank one. Two gloo CPU processes in the smoke run."""
     import paddle
 
     from encoding import RELEASED, ArchEntry, write_arch_list
@@ -875,26 +1025,54 @@ def step_two_ranks(ctx, step):
     s = ctx.sizes
     total = s.train_subset // s.train_batch * s.train_epochs
     half = max(1, total // 2)
-    out = os.path.join(ctx.work, "two_ranks")
-    first = step.details["first"] = train_run(ctx, out, "none", half, nproc=2)
-    ckpts = [r for r in read_log(out) if r.get("type") == "checkpoint"]
-    ok = first["returncode"] == 0 and first["steps"] == half and bool(ckpts) and all(c["ranks"] == 2 for c in ckpts)
-    step.add("2-rank training, fingerprints", "pass" if ok else "fail",
-             f"{first['steps']}/{half} steps of global batch {s.train_batch} on 2 ranks; {len(ckpts)} checkpoint(s), "
-             f"each after comparing both ranks' parameter fingerprints" if ok else
-             f"exit {first['returncode']}, {first['steps']}/{half} steps: {first['error']}")
+    every = (f"supernet.checkpoint.every_steps={half}",)  # the mid-run checkpoint the kill waits for
+    out = os.path.join(ctx.work, "two_ranks_killed")
+    kill = step.details["killed"] = kill_at_checkpoint(ctx, out, train_command(ctx, out, "none", total, 2, every),
+                                                       half)
+    at = kill["checkpoint"]
+    ok = kill["killed"] and not kill["left"] and kill["workers"] > 0 and at < total
+    why = kill["why"] or (f"workers {kill['left']} outlived the kill" if kill["left"] else
+                          f"no workers seen, or the checkpoint of step {at} is the last")
+    step.add("2-rank run killed (SIGKILL)", "pass" if ok else "fail",
+             f"the launcher's process group and its {kill['workers']} worker(s) SIGKILLed {kill['seconds']:.0f} s in, "
+             f"checkpoint of step {at} of {total} on disk" if ok else why)
     if not ok:
         return
-    second = step.details["resumed"] = train_run(ctx, out, "none", total)
-    steps = [r["global_step"] for r in read_log(out) if r.get("type") == "step"]
+    resumed = step.details["resumed"] = train_run(ctx, out, "none", total, deterministic=True, extra=every)
+    log = read_log(out)
+    steps = [r["global_step"] for r in log if r.get("type") == "step"]
+    resumes = [r["global_step"] for r in log if r.get("type") == "resume"]
     weights = os.path.join(out, "supernet.pdparams")
-    ok = (second["returncode"] == 0 and "resuming from" in second["stdout"] and steps == list(range(1, total + 1))
+    ok = (resumed["returncode"] == 0 and resumes == [at] and steps == list(range(1, total + 1))
           and os.path.isfile(weights))
     step.add("resumed on one rank", "pass" if ok else "fail",
-             f"continued from step {half} to {total} on one rank" if ok else
-             f"exit {second['returncode']}, steps {steps[-3:]}: {second['error'] or 'did not resume'}")
+             f"the killed run continued from its step-{at} checkpoint to step {total} on one rank (2 -> 1 ranks, "
+             f"mid-epoch)" if ok else
+             f"exit {resumed['returncode']}, resumed from {resumes}, steps {steps[-3:]}: "
+             f"{resumed['error'] or 'did not resume'}")
     if not ok:
         return
+    ref = os.path.join(ctx.work, "two_ranks")  # the reference: stopped cleanly at that step, resumed on one rank
+    first = step.details["first"] = train_run(ctx, ref, "none", at, deterministic=True, nproc=2, extra=every)
+    ckpts = [r for r in read_log(ref) if r.get("type") == "checkpoint"]
+    ok = first["returncode"] == 0 and first["steps"] == at and bool(ckpts) and all(c["ranks"] == 2 for c in ckpts)
+    step.add("2-rank training, fingerprints", "pass" if ok else "fail",
+             f"{first['steps']}/{at} steps of global batch {s.train_batch} on 2 ranks; {len(ckpts)} checkpoint(s), "
+             f"each after comparing both ranks' parameter fingerprints" if ok else
+             f"exit {first['returncode']}, {first['steps']}/{at} steps: {first['error']}")
+    if not ok:
+        return
+    second = step.details["reference"] = train_run(ctx, ref, "none", total, deterministic=True, extra=every)
+    reference = os.path.join(ref, "supernet.pdparams")
+    if second["returncode"] or not os.path.isfile(reference):
+        step.add("killed + resumed = stopped + resumed", "fail",
+                 f"the reference's resume on one rank: exit {second['returncode']}: {second['error']}")
+        return
+    tensors, differ, worst = compare_weights(reference, weights)
+    step.add("killed + resumed = stopped + resumed", "pass" if differ == 0 else "fail",
+             f"{tensors - differ}/{tensors} tensors bit-identical to the 2-rank run stopped cleanly at step {at} "
+             f"(supernet.max_steps) and resumed on one rank (FLAGS_cudnn_deterministic=1)"
+             + (f", max |difference| {worst:.3e}" if differ else ""), tensors=tensors, differ=differ)
     archs = os.path.join(ctx.work, "two_ranks_archs.json")
     write_arch_list(archs, [ArchEntry(f"arch{i + 1}", a.code()) for i, a in enumerate(RELEASED.sample_many(4, seed=5))])
     one = evaluate_run(ctx, weights, archs, os.path.join(ctx.work, "eval_1rank"), 1)

@@ -10,7 +10,7 @@ Modules: `evaluator` (top-1/top-5/loss of one subnet at a time), `calibration` (
 recalibration and the restore that keeps results order-free), `image_cache` (evaluation and
 calibration images decoded once into tensors), `inputs` (supernet and images from a config),
 `results_store` (resumable per-rank JSON-lines shards and the ordered merge), `fidelity`
-(cheap settings vs the full one), `ledger` (time and energy per phase), `latency`, `proxies`
-(zero-cost proxies at random initialisation) and `proxy_run` (`python -m evaluate proxies`).
+(cheap settings vs the full one), `ledger` (time and energy per phase), `latency` and `proxy_run`
+(`python -m evaluate proxies`: the zero-cost proxies of supernet.proxies over an architecture list).
 Importing the package imports nothing heavy; PaddlePaddle loads with the modules that need it.
 """

@@ -2,7 +2,7 @@
 
   run       every code of an architecture list: top-1, top-5, loss -> RESULTS_DIR/results.json
             (resumable; under `python -m paddle.distributed.launch ... evaluate/__main__.py run`
-            each rank takes ids[rank::world])
+            each rank takes ids[rank::world], and the images are decoded once over the ranks)
   fidelity  does a cheaper setting rank a seeded sample of subnets like the full one, and how
             much faster is it?
   merge     write results.json from complete shards (run does this itself when it finishes)
@@ -112,7 +112,14 @@ def cmd_run(args):
     from encoding import net_spec
     from evaluate.results_store import ResultsStore
     from evaluate.settings import EvalSettings
-    from runtime.device import barrier, claim_run_folder, init_distributed, print_start_line, setup_device
+    from runtime.device import (
+        barrier,
+        claim_run_folder,
+        gather_from_all,
+        init_distributed,
+        print_start_line,
+        setup_device,
+    )
 
     settings = EvalSettings.from_config(cfg)  # the section, read and checked once
     source = settings.source()
@@ -127,14 +134,21 @@ def cmd_run(args):
     done, share, pending = store.resume(rank, world)
     _say(f"{len(entries)} codes, {len(done)} already done; rank {rank} of {world}: "
          f"{len(pending)} of its {len(share)} to evaluate", rank)
+    # the images are decoded once over all ranks (each its share, all-gathered), so a rank with nothing
+    # left to score still takes part while any other builds its oracle: it must not leave the others waiting
+    busy = gather_from_all(len(pending))
     if pending:
         from evaluate.oracle import Oracle
 
         print_start_line("evaluate run", device, world, settings.amp)
         t0 = time.perf_counter()
-        oracle = Oracle(cfg, settings, device)
+        oracle = Oracle(cfg, settings, device, across_ranks=True)
         _say(f"setup {time.perf_counter() - t0:.1f} s on {device}: {oracle.describe()}", rank)
         evaluate_pending(oracle, store, pending, len(share), rank, world)
+    elif any(busy):
+        from evaluate.oracle import contribute_images
+
+        contribute_images(cfg, settings)
     barrier()
     if rank == 0:
         path = store.merge()

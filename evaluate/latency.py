@@ -21,6 +21,13 @@ runs, each ended by a device synchronisation, reported as median and interquarti
 ONNX conversion, paddle2onnx + ONNX Runtime on the CPU: requirements-export.txt). Predictors use
 OMP_NUM_THREADS threads. The table records the runtime, so `--compare` of two runtimes' tables over
 the same codes is OneProxy's latency monotonicity: does one runtime rank subnets as another does?
+
+Energy per inference is recorded beside the latency where a meter reads it (`energy_meter`): on a
+GPU, NVML's total-energy counter of the card in use (Volta and newer); on the CPU (also for
+onnxruntime), RAPL's package (+DRAM) counters, which count the whole package, other processes
+included. Each meter is read around the timed runs only (after the warm-up), and a code's mJ per
+image is the energy over its timed runs (all rounds) over the images they ran. Where no meter reads,
+the table's `energy` says why and every row's `energy` is null: never a zero or a guess.
 """
 
 import argparse
@@ -35,6 +42,7 @@ import numpy as np
 from encoding import DOCUMENTED, CodeError, KitError, costs, net_spec, read_arch_list, run_reporting_errors
 from encoding.archlist import seeded_subset
 from infra import config as C
+from infra import ledger as L
 from infra.atomic import atomic_write_json
 
 TABLE_KIND = "nas-latency-table"
@@ -138,8 +146,9 @@ def device_synchronizer(paddle):
     return lambda: None
 
 
-def time_forward(model, x, warmup, repeats, sync):
-    """Milliseconds of `repeats` synchronised forward passes after `warmup` untimed ones."""
+def time_forward(model, x, warmup, repeats, sync, meter=None):
+    """(milliseconds of `repeats` synchronised forward passes after `warmup` untimed ones, joules the
+    `meter` (a ledger EnergyReader) read over the timed passes, or None without a meter)."""
     import paddle
 
     times = np.empty(repeats)
@@ -147,12 +156,64 @@ def time_forward(model, x, warmup, repeats, sync):
         for _ in range(warmup):
             model(x)
         sync()
+        started = meter is not None and _read_meter(meter.start)[0]
         for i in range(repeats):
             t0 = time.perf_counter()
             model(x)
             sync()
             times[i] = (time.perf_counter() - t0) * 1000.0
-    return times
+        joules = _read_meter(meter.stop)[1] if started else None
+    return times, joules
+
+
+def _read_meter(call):
+    """(ok, value) of a meter's start or stop: a failing sensor (an unreadable file, an NVML error) leaves that
+    cell null instead of ending the measurement."""
+    try:
+        return True, call()
+    except Exception:
+        return False, None
+
+
+# --- energy meters -------------------------------------------------------------------------
+
+RAPL_SCOPE = ("RAPL counts the whole CPU package(s) (+DRAM where reported): every process on the machine and the "
+              "package's idle power during the timed runs are included")
+NVML_SCOPE = ("NVML's total-energy counter of the whole GPU board: every process on this GPU and its idle power "
+              "during the timed runs are included; the host CPU is not counted")
+
+
+def energy_meter(device):
+    """(ledger EnergyReader or None, the table's `energy` metadata) for the device the runs use ('cpu',
+    'gpu:N'): NVML's energy counter of that GPU, or RAPL on the CPU; without one, why not."""
+    if device.startswith("gpu"):
+        index = device.partition(":")[2] or "0"
+        try:  # paddle's gpu:N is the N-th visible card; NVML names it by CUDA_VISIBLE_DEVICES' entry
+            ident = L.visible_gpu({**os.environ, "FLAGS_selected_gpus": index})
+        except L.LedgerError as e:
+            return None, {"measured": False, "reason": str(e)}
+        reader = L.gpu_reader(gpu=ident)
+        if reader is not None and reader.method != L.METHOD_COUNTER:
+            reader.close()
+            return None, {"measured": False, "reason": f"GPU {ident} ({reader.device_name}) has no NVML energy "
+                          f"counter (before Volta), and power polling is too coarse for per-inference energy"}
+        if reader is None:
+            return None, {"measured": False, "reason": f"NVML reads no energy counter for GPU {ident} (nvidia-ml-py "
+                          f"not installed, no driver, or the GPU does not report it)"}
+        return reader, {"measured": True, "method": reader.method, "meter": reader.device_name, "scope": NVML_SCOPE}
+    reader = L.rapl_reader()
+    if reader is None:
+        return None, {"measured": False, "reason": f"no readable RAPL counters under {L.RAPL_ROOT} (absent, as in "
+                      f"most VMs and containers, or energy_uj readable by root only)"}
+    return reader, {"measured": True, "method": reader.method, "meter": reader.device_name, "zones": reader.names,
+                    "scope": RAPL_SCOPE + "; its counters wrap at max_energy_range_uj, which is corrected"}
+
+
+def energy_cell(joules, images):
+    """A row's energy at one batch size: mJ per image over its timed runs (None if a reading failed)."""
+    if joules is None:
+        return None
+    return {"mj_per_image": 1000.0 * joules / images, "joules": joules, "images": images}
 
 
 class Exported:
@@ -187,8 +248,9 @@ class Exported:
 
 
 def measure(entries, spec, batch_sizes, resolution, warmup, repeats, seed=0, rounds=1, progress=None,
-            runtime="dygraph", opset=13):
-    """One row per entry: id, code, MACs, params and per batch size median/IQR milliseconds.
+            runtime="dygraph", opset=13, meter=None):
+    """One row per entry: id, code, MACs, params, per batch size median/IQR milliseconds and, with a
+    `meter` (`energy_meter`), mJ per image over the timed runs (else `energy` is None).
 
     With rounds > 1 the codes are timed `rounds` times, in a freshly shuffled order each round,
     and each code's runs are pooled: a slow spell of a shared machine then spreads over many
@@ -214,6 +276,7 @@ def measure(entries, spec, batch_sizes, resolution, warmup, repeats, seed=0, rou
     rng = np.random.default_rng(seed)
     orders = [np.arange(len(archs))] + [rng.permutation(len(archs)) for _ in range(rounds - 1)]
     samples = [{bs: [] for bs in batch_sizes} for _ in archs]
+    joules = [{bs: 0.0 for bs in batch_sizes} for _ in archs]  # None once a reading failed
     bar = tqdm(total=rounds * len(archs), desc=f"latency ({runtime})", unit="subnet",
                disable=None if progress is None else not progress, file=sys.stderr)
     exported = (Exported(runtime, spec, resolution, opset, gpu=paddle.device.get_device().startswith("gpu"))
@@ -231,7 +294,10 @@ def measure(entries, spec, batch_sizes, resolution, warmup, repeats, seed=0, rou
                         x = paddle.randn([bs, spec.in_channels, resolution, resolution])
                         if exported is not None:
                             x = x.numpy()
-                        samples[i][bs].extend(time_forward(model, x, warmup, repeats, sync))
+                        times, used = time_forward(model, x, warmup, repeats, sync, meter)
+                        samples[i][bs].extend(times)
+                        if meter is not None:
+                            joules[i][bs] = None if used is None or joules[i][bs] is None else joules[i][bs] + used
                         del x
                     del model
                     bar.update(1)
@@ -239,12 +305,14 @@ def measure(entries, spec, batch_sizes, resolution, warmup, repeats, seed=0, rou
         if exported is not None:
             exported.close()
     rows = []
-    for e, arch, p, m, runs in zip(entries, archs, params, macs, samples, strict=True):
+    for e, arch, p, m, runs, used in zip(entries, archs, params, macs, samples, joules, strict=True):
         per_bs = {}
         for bs in batch_sizes:
             q1, median, q3 = np.percentile(np.asarray(runs[bs]), [25, 50, 75])
             per_bs[str(bs)] = {"median_ms": float(median), "iqr_ms": float(q3 - q1)}
-        rows.append({"id": e.id, "code": arch.code(), "macs": int(m), "params": int(p), "latency": per_bs})
+        energy = None if meter is None else {str(bs): energy_cell(used[bs], bs * len(runs[bs])) for bs in batch_sizes}
+        rows.append({"id": e.id, "code": arch.code(), "macs": int(m), "params": int(p), "latency": per_bs,
+                     "energy": energy})
     return rows
 
 
@@ -304,12 +372,22 @@ def run(cfg, config_path=None, progress=None):
     from runtime.device import select_device
 
     device = select_device(s["device"])
-    rows = measure(entries, spec, s["batch_sizes"], resolution, s["warmup"], s["repeats"],
-                   seed=s["seed"], rounds=s["rounds"], progress=progress, runtime=s["runtime"], opset=s["opset"])
+    runs_on = "cpu" if s["runtime"] == "onnxruntime" else device
+    meter, energy = energy_meter(runs_on)
+    try:
+        rows = measure(entries, spec, s["batch_sizes"], resolution, s["warmup"], s["repeats"], seed=s["seed"],
+                       rounds=s["rounds"], progress=progress, runtime=s["runtime"], opset=s["opset"], meter=meter)
+    finally:
+        if meter is not None:
+            meter.close()
+    if energy["measured"]:
+        failed = sum(cell is None for r in rows for cell in r["energy"].values())
+        if failed:
+            energy["failed_cells"] = failed  # a reading failed: those cells are null
     table = {
         "kind": TABLE_KIND,
         "format": TABLE_FORMAT,
-        "device": _device_name(paddle, "cpu" if s["runtime"] == "onnxruntime" else device),
+        "device": _device_name(paddle, runs_on),
         "runtime": s["runtime"],
         "runtime_versions": runtime_versions(s["runtime"]),
         "paddle_version": paddle.__version__,
@@ -329,6 +407,7 @@ def run(cfg, config_path=None, progress=None):
         "config": os.fspath(config_path) if config_path else None,
         "model": spec.to_dict(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "energy": energy,
         "codes": rows,
     }
     atomic_write_json(s["out"], table, indent=1)
@@ -449,8 +528,15 @@ def _main_run(args):
         macs = [r["macs"] for r in rows]
         rho = spearman(med, macs) if len(rows) >= 3 else None
         rho_text = f", Spearman vs MACs {rho:.3f}" if rho is not None else ""
+        mj = [r["energy"][str(bs)]["mj_per_image"] for r in rows if (r["energy"] or {}).get(str(bs))]
+        mj_text = f"; energy {min(mj):.4g}-{max(mj):.4g} mJ per image" if mj else ""
         print(f"  batch {bs}: median latency {np.min(med):.3f}-{np.max(med):.3f} ms "
-              f"(middle {np.median(med):.3f} ms){rho_text}")
+              f"(middle {np.median(med):.3f} ms){rho_text}{mj_text}")
+    energy = table["energy"]
+    if energy["measured"]:
+        print(f"  energy: {energy['method']} on {energy['meter']} ({energy['scope']})")
+    else:
+        print(f"  energy not measured: {energy['reason']}")
     return 0
 
 

@@ -37,24 +37,41 @@ def eval_indices(labels, subset, seed):
     return np.asarray(stratified_subset(np.asarray(labels), int(subset), int(seed)))
 
 
-def build_eval_set(cfg, settings, on_gpu):
-    """The cached evaluation images (TensorSet) of the settings (the dataset from the config's `data:`)."""
+def build_eval_set(cfg, settings, on_gpu, across_ranks=False, keep=True):
+    """The cached evaluation images (TensorSet) of the settings (the dataset from the config's `data:`).
+
+    `across_ranks`: decoded once in the job, each rank its share, all-gathered (imagedata.loaders.gather:
+    collective, every rank calls it at the same point); keep=False only contributes this rank's share
+    (returns None)."""
     dataset = _split_dataset(cfg, settings.split, augment=False)
     idx = eval_indices(dataset.labels, settings.subset, settings.subset_seed)
-    images, labels = gather(dataset, idx, num_workers=settings.num_workers)
+    got = gather(dataset, idx, num_workers=settings.num_workers, across_ranks=across_ranks, keep=keep)
+    if got is None:
+        return None
+    images, labels = got
     return make_tensor_set(images, labels, place=settings.cache, device_gb=settings.cache_device_gb,
                            dtype=settings.cache_dtype, on_gpu=on_gpu, normalize=dataset.normalize)
 
 
-def build_calibration_batches(cfg, settings):
+def build_calibration_batches(cfg, settings, across_ranks=False, keep=True):
     """K calibration batches (float32 device tensors, normalised on the device) from the training
     split; [] for mode 'none' (`supernet.calibration.calibration_batches`, which export shares).
 
     The indices and, with train transforms, the augmentation both follow calibration.seed.
+    `across_ranks` and `keep` as in `build_eval_set`.
     """
     from supernet.calibration import calibration_batches
 
-    return calibration_batches(cfg, settings.calibration, num_workers=settings.num_workers)
+    return calibration_batches(cfg, settings.calibration, num_workers=settings.num_workers,
+                               across_ranks=across_ranks, keep=keep)
+
+
+def contribute_images(cfg, settings):
+    """What a rank with no codes to score does while the others build `Oracle(..., across_ranks=True)`:
+    the same decodes in the same order (the evaluation images, then the calibration batches), its share
+    of each sent and nothing kept."""
+    build_eval_set(cfg, settings, on_gpu=False, across_ranks=True, keep=False)
+    build_calibration_batches(cfg, settings, across_ranks=True, keep=False)
 
 
 class Oracle:
@@ -63,10 +80,12 @@ class Oracle:
     `model` (a loaded ResNet48Supernet) is scored as it is (the rank check's training model, or the
     one model `fidelity` shares between settings); otherwise the settings' weights source loads the
     supernet(s) on first use. `eval_set` and `calib_batches` may be given to share cached images
-    between oracles; by default they are built from the config.
+    between oracles; by default they are built from the config (`across_ranks`: decoded once in the job,
+    each rank its share; every rank builds its oracle at the same point, or calls `contribute_images`).
     """
 
-    def __init__(self, cfg, settings=None, device=None, model=None, eval_set=None, calib_batches=None):
+    def __init__(self, cfg, settings=None, device=None, model=None, eval_set=None, calib_batches=None,
+                 across_ranks=False):
         import paddle
 
         self.settings = settings if settings is not None else EvalSettings.from_config(cfg)
@@ -74,9 +93,12 @@ class Oracle:
         self.device = device or paddle.device.get_device()
         self.source = None if model is not None else self.settings.source()
         on_gpu = str(self.device).startswith("gpu")
-        self.eval_set = eval_set if eval_set is not None else build_eval_set(cfg, self.settings, on_gpu)
+        # this order is contribute_images' too: the collectives of a decode across ranks must pair up
+        self.eval_set = (eval_set if eval_set is not None
+                         else build_eval_set(cfg, self.settings, on_gpu, across_ranks=across_ranks))
         self.calib_batches = (calib_batches if calib_batches is not None
-                              else build_calibration_batches(cfg, self.settings))
+                              else build_calibration_batches(cfg, self.settings, across_ranks=across_ranks))
+        self.decoded_by = paddle.distributed.get_world_size() if across_ranks else 1
         self._groups = self.source.groups() if self.source is not None else []
         self._evaluators = {}  # group name (None: the one supernet) -> SubnetEvaluator
         if model is not None:
@@ -128,7 +150,8 @@ class Oracle:
         mode = self.settings.calibration.mode
         return (f"{len(self.eval_set)} evaluation images {list(self.eval_set.shape[1:])} "
                 f"({'device' if self.eval_set.on_device else 'host'} cache), calibration '{mode}' with "
-                f"{len(self.calib_batches)} batches")
+                f"{len(self.calib_batches)} batches"
+                + (f" (decoded once over {self.decoded_by} ranks)" if self.decoded_by > 1 else ""))
 
     def pinned(self):
         """What decides the numbers this oracle gives (a results manifest pins it): the weights' digest,

@@ -33,8 +33,10 @@ class RankCheck:
         # evaluate package itself, so the curve shows what `python -m evaluate run` would measure.
         device = paddle.device.get_device()
         settings = EvalSettings.from_config(cfg)
-        eval_set = build_eval_set(cfg, settings, on_gpu=device.startswith("gpu"))
-        calib = build_calibration_batches(cfg, settings)
+        # every rank builds the check at the same point (the trainer's epoch end): the images are decoded
+        # once over the ranks, each its share, all-gathered
+        eval_set = build_eval_set(cfg, settings, on_gpu=device.startswith("gpu"), across_ranks=world > 1)
+        calib = build_calibration_batches(cfg, settings, across_ranks=world > 1)
         self.make = lambda model: Oracle(cfg, settings, device, model=model, eval_set=eval_set, calib_batches=calib)
 
     def run(self, model):

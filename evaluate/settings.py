@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 
 from encoding import KitError
+from imagedata.settings import worker_count
 from infra.config import get
 from runtime.amp import AMP_DTYPES
 from supernet.calibration import Calibration, apply_protocol
@@ -36,9 +37,11 @@ def _choice(cfg, key, allowed):
 
 
 def data_settings(cfg):
-    """The data section minus file locations and loader speed: what the images are."""
+    """The data section minus file locations and loader speed: what the images are (`jpeg_draft` only when
+    on, so manifests written before the key existed, all of full decodes, still match)."""
     data = get(cfg, "data", None) or {}
-    return {k: v for k, v in sorted(data.items()) if k not in DATA_LOCATION_KEYS}
+    return {k: v for k, v in sorted(data.items())
+            if k not in DATA_LOCATION_KEYS and not (k == "jpeg_draft" and v is False)}
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class EvalSettings:
             reorder=bool(get(cfg, "evaluate.reorder", True)),
             calibration=calibration,
             data=json.dumps(data_settings(cfg), sort_keys=True),
-            num_workers=int(get(cfg, "data.num_workers", 0) or 0),
+            num_workers=worker_count(get(cfg, "data.num_workers")),
             out=get(cfg, "evaluate.out", None),
             given_weights=(weights_source(cfg) if any(get(cfg, f"evaluate.{k}", None) for k in WEIGHT_FLAGS)
                            else None))

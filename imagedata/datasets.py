@@ -116,19 +116,25 @@ class SampleDataset(paddle.io.Dataset):
 
 
 class ImageFiles(SampleDataset):
-    """Image files on disk, decoded with PIL as RGB (or 'L' for one-channel models)."""
+    """Image files on disk, decoded with PIL as RGB (or 'L' for one-channel models). `draft` (w, h): a
+    JPEG is decoded at the largest reduced scale (1/2, 1/4, 1/8) keeping both sides >= w, h (PIL's
+    draft mode: libjpeg's DCT scaling, far cheaper than a full decode), before the transform resizes it;
+    other formats decode whole. None: every image decodes at full size."""
 
-    def __init__(self, paths, labels, transform, classes, mode="RGB", root=None):
+    def __init__(self, paths, labels, transform, classes, mode="RGB", root=None, draft=None):
         super().__init__(labels, transform, classes)
         self.paths = list(paths)
         self.mode = mode
         self.root = root
+        self.draft = None if draft is None else tuple(draft)
         if len(self.paths) != len(self.labels):
             raise DataError(f"{len(self.paths)} paths but {len(self.labels)} labels")
 
     def _load(self, i):
         try:
             with Image.open(self.paths[i]) as image:
+                if self.draft is not None:
+                    image.draft(None, self.draft)  # the scale only: the colour conversion stays convert's
                 return image.convert(self.mode)
         except DECODE_ERRORS:
             raise UnreadableSample(self.paths[i]) from None
@@ -139,11 +145,11 @@ class ImageFiles(SampleDataset):
     def subset(self, indices):
         idx = np.asarray(indices, dtype=np.int64)
         return ImageFiles([self.paths[i] for i in idx], self.labels[idx], self.transform, self.classes,
-                          self.mode, self.root)
+                          self.mode, self.root, self.draft)
 
     def concat(self, other):
         return ImageFiles(self.paths + other.paths, np.concatenate([self.labels, other.labels]), self.transform,
-                          self.classes, self.mode, self.root)
+                          self.classes, self.mode, self.root, self.draft)
 
 
 class ArrayImages(SampleDataset):
@@ -371,9 +377,11 @@ def _whole_split(data, split, kind):
     if mode is None:
         raise DataError(f"image files can feed models with 1 or 3 input channels, not {data.in_channels}")
     mean, std = _norm(data, IMAGENET_MEAN if mode == "RGB" else (0.5,), IMAGENET_STD if mode == "RGB" else (0.5,))
+    draft = None
     if kind == "standard":
         transform = ImageTrain(resolution, data.crop_scale, data.crop_ratio, mean, std)
     else:
         resize = data.val_resize or int(round(resolution / 0.875))
         transform = ImageEval(resolution, resize, flip=kind == "flip", mean=mean, std=std)
-    return ImageFiles(paths, labels, transform, classes, mode, root=data.image_dir)
+        draft = (resize, resize) if data.jpeg_draft else None  # the shorter side stays >= resize
+    return ImageFiles(paths, labels, transform, classes, mode, root=data.image_dir, draft=draft)

@@ -9,6 +9,7 @@ Evaluation shards (`exact_shards`)
 split the indices rank::world without padding, so summed metrics count each sample once.
 """
 
+import itertools
 import logging
 
 import numpy as np
@@ -135,7 +136,12 @@ def build_loader(dataset, batch_size, shuffle, drop_last, num_workers=0, seed=0,
                   normalize)
 
 
-def gather(dataset, indices, num_workers=0, seed=0, batch_size=256):
+# Bytes of images each rank sends per round of a sharded decode's all-gather (`gather(across_ranks=True)`):
+# the round's buffers (this size times the ranks) are all it needs beside the result.
+GATHER_ROUND_BYTES = 64 * 2**20
+
+
+def gather(dataset, indices, num_workers=0, seed=0, batch_size=256, across_ranks=False, keep=True):
     """Decode the items at `indices` (in that order) into (images uint8, labels int64) arrays, not
     normalised (`dataset.normalize` does that).
 
@@ -143,23 +149,116 @@ def gather(dataset, indices, num_workers=0, seed=0, batch_size=256):
     the augmentation seed of the item keys (calibration with train transforms). One preallocated
     array is filled: a list plus a stack would need twice the memory. (The evaluation cache and the
     BN calibration batches of `supernet.calibration` are read this way.)
+
+    `across_ranks` under several ranks (paddle.distributed): rank r decodes positions r::world and the
+    shares are all-gathered in rounds of about GATHER_ROUND_BYTES per rank (`_share_out`), so each image is
+    decoded once in the job and every rank gets the arrays one process decoding all of them gets (the same
+    item keys: the same augmentation, the same replacement of an unreadable file). It is collective: every
+    rank calls it at the same point, and `keep=False` makes a rank only contribute its share (returns None;
+    a rank with nothing to score still joins). A rank whose share fails to decode stops every rank.
     """
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     if indices.size == 0:
         raise DataError("no images selected for the cache (empty dataset or subset size 0)")
+    world, rank = 1, 0
+    if across_ranks:
+        from runtime.device import rank as this_rank
+        from runtime.device import world_size
+
+        world = world_size()
+        rank = this_rank() if world > 1 else 0
     loader = build_loader(dataset.subset(indices), batch_size, shuffle=False, drop_last=False,
-                          num_workers=num_workers, seed=seed, exact_shards=True, num_replicas=1, rank=0,
+                          num_workers=num_workers, seed=seed, exact_shards=True, num_replicas=world, rank=rank,
                           normalize=False)
-    images = labels = None
+    if world == 1:
+        images, labels = _decode(iter(loader), indices.size, None, None)
+        return images, labels
+    return _share_out(iter(loader), indices.size, rank, world, keep)
+
+
+def _decode(batches, count, images, labels):
+    """Fill `images`/`labels` (allocated from the first batch when None) with `count` items of `batches`."""
     pos = 0
-    for x, y in loader:
+    for x, y in batches:
         x, y = x.numpy(), y.numpy().reshape(-1)
         if images is None:
-            images = np.empty((indices.size,) + x.shape[1:], dtype=x.dtype)
-            labels = np.empty(indices.size, dtype=np.int64)
+            images = np.empty((count,) + x.shape[1:], dtype=x.dtype)
+            labels = np.empty(count, dtype=np.int64)
+        if pos + len(x) > count:
+            raise DataError(f"the loader returned more than the {count} images asked for")
         images[pos:pos + len(x)] = x
         labels[pos:pos + len(x)] = y
         pos += len(x)
-    if pos != indices.size:
-        raise DataError(f"the loader returned {pos} images for {indices.size} indices")
+    if pos != count:
+        raise DataError(f"the loader returned {pos} images for {count} indices")
     return images, labels
+
+
+def _agreed(ok, value, what):
+    """Every rank's `value`, once all report success (`ok`); a DataError on the others when one failed."""
+    from runtime.device import gather_from_all
+
+    values = gather_from_all((ok, value))
+    failed = [r for r, (good, _) in enumerate(values) if not good]
+    if failed and ok:
+        raise DataError(f"rank(s) {', '.join(map(str, failed))} could not {what} (their logs say why)")
+    return [v for _, v in values]
+
+
+def _share_out(batches, count, rank, world, keep):
+    """This rank's share (positions rank::world) decoded, then every share all-gathered: (images, labels)
+    of all `count` items on every rank that keeps them (None with keep=False).
+
+    The shares are decoded straight into the strided views of the result, so a rank holds the result
+    and one round's buffers, never a second copy. Collectives, in the same order on every rank: the
+    item shape and dtype (a rank with an empty share knows neither), whether every share decoded, then
+    the rounds of `rows` items per rank over the longest share (shorter shares padded with zeros: a round
+    never sends an empty tensor, on which gloo fails) and the labels in one round."""
+    import paddle
+    import paddle.distributed as dist
+
+    share = len(range(rank, count, world))
+    first, error = None, None
+    try:
+        first = next(batches, None) if share else None
+        if share and first is None:
+            raise DataError(f"the loader returned no images for this rank's {share}")
+    except Exception as e:  # noqa: BLE001 - re-raised below, once the other ranks know
+        error = e
+    meta = None if first is None else (tuple(first[0].shape[1:]), str(first[0].numpy().dtype))
+    metas = [m for m in _agreed(error is None, meta, "decode their share of the images") if m is not None]
+    if error is not None:
+        raise error
+    item, dtype = metas[0]
+    images = np.empty((count if keep else share,) + item, dtype=dtype)
+    labels = np.empty(count if keep else share, dtype=np.int64)
+    mine_images = images[rank::world] if keep else images
+    mine_labels = labels[rank::world] if keep else labels
+    try:
+        if share:
+            _decode(itertools.chain([first], batches), share, mine_images, mine_labels)
+    except Exception as e:  # noqa: BLE001 - re-raised below, once the other ranks know
+        error = e
+    _agreed(error is None, None, "decode their share of the images")
+    if error is not None:
+        raise error
+    longest = len(range(0, count, world))  # rank 0's share
+    rows = max(1, GATHER_ROUND_BYTES // max(1, int(np.prod(item, dtype=np.int64)) * np.dtype(dtype).itemsize))
+
+    def exchange(mine, start, width, target):
+        """One round: rows start..start+width of every rank's share (padded to `width`), written into the
+        strided views of `target` (None: received and dropped)."""
+        buf = np.zeros((width,) + mine.shape[1:], dtype=mine.dtype)
+        part = mine[start:start + width]
+        buf[:len(part)] = part
+        got = []
+        dist.all_gather(got, paddle.to_tensor(buf))
+        if target is not None:
+            for q, tensor in enumerate(got):
+                dest = target[q::world][start:start + width]
+                dest[:] = tensor.numpy()[:len(dest)]
+
+    for start in range(0, longest, rows):
+        exchange(mine_images, start, min(rows, longest - start), images if keep else None)
+    exchange(mine_labels, 0, longest, labels if keep else None)
+    return (images, labels) if keep else None

@@ -19,9 +19,31 @@ LAYOUTS = ("auto", "folders", "lists")
 AUGMENTS = ("standard", "flip", "none")
 KEYS = ("name", "image_dir", "layout", "fashion_mnist_dir", "glyphs", "resolution", "val_resize", "crop_scale",
         "crop_ratio", "augment", "mean", "std", "train_subset", "val_subset", "subset_seed", "holdout", "classes",
-        "num_workers")
+        "num_workers", "jpeg_draft")
 # Keys that say where the files are or how fast they load, not what the images are.
 LOCATION_KEYS = ("image_dir", "fashion_mnist_dir", "layout", "num_workers")
+
+
+MAX_AUTO_WORKERS = 16  # `auto`'s cap: 16 PIL decoders outrun one GPU's training; more only cost memory
+
+
+def workers_flag(text):
+    """The type of --num_workers: `auto` or an integer (checked by `worker_count`)."""
+    return text if text == "auto" else int(text)
+
+
+def worker_count(value, key="data.num_workers", environ=None, cpu_count=None):
+    """Loader worker processes per rank of `data.num_workers`: an integer >= 0 as given, or `auto`: this
+    rank's share of the cores (runtime.cpu_speed.cores_per_process: the cores this process may run on
+    over the ranks on this node) less one for the rank's own process (it collates and launches the
+    steps), at least 1 (decoding then overlaps the steps) and at most MAX_AUTO_WORKERS."""
+    if value == "auto":
+        from runtime.cpu_speed import cores_per_process
+
+        return min(MAX_AUTO_WORKERS, max(1, cores_per_process(environ, cpu_count) - 1))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DataError(f"{key} must be an integer >= 0 or auto, got {value!r}")
+    return value
 
 
 def _int(value, key, minimum, optional=True):
@@ -46,6 +68,12 @@ def _floats(value, key):
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
         raise DataError(f"data.{key} must be a list of numbers (one per channel) or null, got {value!r}")
     return tuple(float(v) for v in value)
+
+
+def _bool(value, key):
+    if not isinstance(value, bool):
+        raise DataError(f"data.{key} must be true or false, got {value!r}")
+    return value
 
 
 def _choice(value, key, allowed):
@@ -75,7 +103,8 @@ class DataSettings:
     subset_seed: int
     holdout: int | None
     classes: tuple | None
-    num_workers: int
+    num_workers: int       # resolved: `auto` is worker_count's number for this process
+    jpeg_draft: bool       # evaluation resizes decode JPEGs at a reduced scale first (PIL's draft mode)
     in_channels: int       # model.in_channels: 1 (grayscale) or 3 (RGB) for image files
     num_classes: int       # model.num_classes: labels must be below it
 
@@ -114,7 +143,8 @@ class DataSettings:
             subset_seed=_int(data["subset_seed"], "subset_seed", 0, optional=False),
             holdout=_int(data["holdout"], "holdout", 1),
             classes=None if classes is None else tuple(classes),
-            num_workers=_int(data["num_workers"], "num_workers", 0, optional=False),
+            num_workers=worker_count(data["num_workers"]),
+            jpeg_draft=_bool(data["jpeg_draft"], "jpeg_draft"),
             in_channels=int(get(cfg, "model.in_channels")), num_classes=int(get(cfg, "model.num_classes")))
 
     def check_images_exist(self):

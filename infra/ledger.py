@@ -5,8 +5,8 @@ Training time is not energy (EA-HAS-Bench), so every phase records wall seconds,
 joules, with the method that produced the joules:
   'nvml_energy_counter'     GPU cumulative energy counter (Volta and newer), read before/after;
   'nvml_power_integration'  GPU power polled at >= 10 Hz in a thread, integrated (older GPUs);
-  'rapl'                    CPU package energy from /sys/class/powercap (when readable), read by the
-                            node's first rank only ('rapl_by_local_rank_0': 0 J on the others);
+  'rapl'                    CPU package (+DRAM) energy from /sys/class/powercap (when readable), read by
+                            the node's first rank only ('rapl_by_local_rank_0': 0 J on the others);
   'none'                    nothing readable: energy is null, not a guess.
 NVML comes from the optional `nvidia-ml-py` package (`import pynvml`); without it, or without
 a GPU, the ledger still records time. Paddle is not imported here: the ledger must be cheap to
@@ -200,17 +200,19 @@ class RaplReader(_PolledReader):
 
     A package counter can wrap in minutes under load (its range is a few hundred kJ), so it is
     sampled every `interval` seconds and each step is corrected with max_energy_range_uj.
-    Only top-level 'package-N' zones are summed: subzones (core, uncore) are inside them and
-    'psys' overlaps them. DRAM energy is not included.
+    Top-level 'package-N' zones are summed, and their 'dram' subzones where the platform has them
+    (DRAM is outside the package domain); other subzones (core, uncore) are inside the packages and
+    'psys' overlaps them. `names` are the summed zones' labels.
     """
 
     source = "cpu"
     method = METHOD_RAPL
 
-    def __init__(self, zones, interval=5.0, device_name=None):
+    def __init__(self, zones, interval=5.0, device_name=None, names=None):
         super().__init__(interval)
         self.zones = list(zones)  # (energy_uj path, max_energy_range_uj)
         self.device_name = device_name
+        self.names = list(names) if names is not None else [os.path.basename(os.path.dirname(p)) for p, _ in zones]
         self._prev = None
 
     def _read(self):
@@ -246,26 +248,30 @@ class CountedElsewhere(EnergyReader):
 
 
 def rapl_reader(root=None, interval=5.0):
-    """A RaplReader over the readable package zones under `root` (default RAPL_ROOT), or None
-    (no RAPL, or energy_uj readable by root only, as on kernels patched for CVE-2020-8694)."""
+    """A RaplReader over the readable package zones (and their DRAM subzones) under `root` (default
+    RAPL_ROOT), or None (no RAPL, or energy_uj readable by root only, as on kernels patched for
+    CVE-2020-8694)."""
     root = RAPL_ROOT if root is None else root
     try:
         names = sorted(os.listdir(root))
     except OSError:
         return None
-    zones = []
+    zones, labels = [], []
     for name in names:
         prefix, _, index = name.partition(":")
-        if prefix != "intel-rapl" or not index.isdigit():
-            continue  # subzones are 'intel-rapl:N:M'
+        package, _, sub = index.partition(":")
+        if prefix != "intel-rapl" or not package.isdigit() or (sub and not sub.isdigit()):
+            continue
         zone = os.path.join(root, name)
         try:
             with open(os.path.join(zone, "name"), encoding="ascii") as f:
                 label = f.read().strip()
         except OSError:
             label = ""
-        if label and not label.startswith("package"):
-            continue
+        if sub and label != "dram":
+            continue  # subzones 'intel-rapl:N:M' (core, uncore) are inside package N; only DRAM is not
+        if not sub and label and not label.startswith("package"):
+            continue  # 'psys' overlaps the packages
         try:
             with open(os.path.join(zone, "energy_uj"), encoding="ascii") as f:
                 int(f.read().strip())
@@ -274,9 +280,10 @@ def rapl_reader(root=None, interval=5.0):
         except (OSError, ValueError):
             continue
         zones.append((os.path.join(zone, "energy_uj"), max_range))
+        labels.append(label or name)
     if not zones:
         return None
-    return RaplReader(zones, interval=interval, device_name=cpu_name())
+    return RaplReader(zones, interval=interval, device_name=cpu_name(), names=labels)
 
 
 def visible_gpu(env=None):

@@ -47,7 +47,7 @@ def full_precision():
 
 def head_input(x):
     """`x` as float32 when it is half precision (the input of a float32 head); float32 and float64 (a
-    float64 model: evaluate.proxies' synflow) unchanged."""
+    float64 model: supernet.proxies' synflow) unchanged."""
     import paddle
 
     return x if x.dtype in (paddle.float32, paddle.float64) else x.astype("float32")

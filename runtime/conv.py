@@ -39,11 +39,12 @@ def plain():
         _installed.update(saved)
 
 
-def conv2d(x, weight, stride=1, padding=0):
-    """`paddle.nn.functional.conv2d(x, weight, stride=, padding=)` without bias, groups or dilation."""
+def conv2d(x, weight, stride=1, padding=0, data_format="NCHW"):
+    """`paddle.nn.functional.conv2d(x, weight, stride=, padding=, data_format=)` without bias, groups or
+    dilation; `weight` is OIHW in both layouts. An installed backend sees NCHW calls only."""
     fn = _installed["conv2d"]
-    if fn is None:
-        return F.conv2d(x, weight, stride=stride, padding=padding)
+    if fn is None or data_format != "NCHW":
+        return F.conv2d(x, weight, stride=stride, padding=padding, data_format=data_format)
     return fn(x, weight, stride, padding)
 
 

@@ -52,14 +52,22 @@ def default_threads(environ=None, cpu_count=None):
     """
     environ = os.environ if environ is None else environ
     if "OMP_NUM_THREADS" not in environ:
-        try:
-            local = max(1, int(environ.get("PADDLE_LOCAL_SIZE") or 1))
-        except ValueError:
-            local = 1
-        if cpu_count is None:  # the cores this process may run on (as `nproc` counts them)
-            cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        environ["OMP_NUM_THREADS"] = str(max(1, (cpu_count or 1) // local))
+        environ["OMP_NUM_THREADS"] = str(cores_per_process(environ, cpu_count))
     return environ["OMP_NUM_THREADS"]
+
+
+def cores_per_process(environ=None, cpu_count=None):
+    """This process's share of the cores (at least 1): the cores it may run on (os.sched_getaffinity, as
+    `nproc` counts them; `cpu_count` instead when given) over the processes on this node
+    (PADDLE_LOCAL_SIZE, which paddle.distributed.launch sets; 1 without it)."""
+    environ = os.environ if environ is None else environ
+    try:
+        local = max(1, int(environ.get("PADDLE_LOCAL_SIZE") or 1))
+    except ValueError:
+        local = 1
+    if cpu_count is None:
+        cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cpu_count or 1) // local)
 
 
 def read_cpuinfo(path="/proc/cpuinfo"):

@@ -1,7 +1,9 @@
-"""`python -m search run`: the most accurate subnets under MACs, params or latency budgets, from shared weights.
+"""`python -m search run`: the most accurate subnets under MACs, params, latency or energy budgets, from shared
+weights.
 
     python -m search run --config configs/glyphs.yaml --checkpoint runs/supernet-glyphs/supernet.pdparams \\
-        --budget macs=2.5e6 [--budget latency_ms=1.5@latency.json ...] [--space released] --out runs/search
+        --budget macs=2.5e6 [--budget latency_ms=1.5@latency.json | energy_mj=20@latency.json ...] \\
+        [--space released] --out runs/search
     python -m paddle.distributed.launch --nproc_per_node 2 search/__main__.py run ...   (scoring over ranks)
     python -m search summary DIR [DIR ...] [--at N]    (hypervolume of several searches after N scored codes)
 
@@ -48,22 +50,23 @@ def _say(msg, rank=0):
         print(msg, flush=True)
 
 
-def latency_predictor(s, spec, resolution):
-    """(predictor or None, report): fitted on the budget's table, transferred with --transfer."""
-    if not s.latency_table:
-        if s.transfer:
-            raise KitError("--transfer refits a latency predictor: give a latency budget (latency_ms=X@TABLE.json)")
-        return None, None
+def table_predictors(s, spec, resolution):
+    """({cost: predictor}, {cost: report}) for the latency_ms and energy_mj budgets, each fitted on the table its
+    budgets name; the latency predictor transferred with --transfer."""
+    if s.transfer and not s.latency_table:
+        raise KitError("--transfer refits a latency predictor: give a latency budget (latency_ms=X@TABLE.json)")
     from evaluate.latency import load_table
     from search.latency_model import fit_table, transfer
 
-    model, report = fit_table(load_table(s.latency_table), spec, resolution, s.latency_batch, s.latency_holdout,
-                              s.seed, s.latency_table)
-    out = {"source": report}
+    models, reports = {}, {}
+    for cost, path in s.tables.items():
+        models[cost], report = fit_table(load_table(path), spec, resolution, s.latency_batch, s.latency_holdout,
+                                         s.seed, path, target=cost)
+        reports[cost] = {"source": report}
     if s.transfer:
-        model, out["transfer"] = transfer(model, load_table(s.transfer), s.latency_batch, s.transfer_codes, s.seed,
-                                          s.transfer)
-    return model, out
+        models["latency_ms"], reports["latency_ms"]["transfer"] = transfer(
+            models["latency_ms"], load_table(s.transfer), s.latency_batch, s.transfer_codes, s.seed, s.transfer)
+    return models, reports
 
 
 def input_resolution(cfg):
@@ -87,8 +90,8 @@ def cmd_run(args):
     s = SearchSettings.from_config(cfg)
     spec = net_spec(cfg)
     resolution = input_resolution(cfg)
-    predictor, latency_report = latency_predictor(s, spec, resolution or s.space.max_arch().resolution)
-    cost_model = CostModel(spec, resolution, predictor)
+    predictors, predictor_reports = table_predictors(s, spec, resolution or s.space.max_arch().resolution)
+    cost_model = CostModel(spec, resolution, predictors)
     check_reachable(s.budgets, cost_model, s.space)
     full = EvalSettings.from_config(cfg)
     check_weights_space(*full.weights, s.space)
@@ -96,7 +99,7 @@ def cmd_run(args):
     screen = EvalSettings.from_config(screen_cfg) if screen_cfg is not None else None
     background = background_points(s.background, spec, resolution, s.costs[0]) if s.background else None
     run = types.SimpleNamespace(cfg=cfg, s=s, spec=spec, resolution=resolution, cost_model=cost_model,
-                                latency_report=latency_report, full=full, screen=screen, background=background,
+                                predictor_reports=predictor_reports, full=full, screen=screen, background=background,
                                 screen_cfg=screen_cfg if screen is not None else cfg)
     run.device = setup_device(cfg)  # before joining the group: NCCL binds to this card
     run.rank, run.world = init_distributed()
@@ -208,9 +211,9 @@ def _finish(run, search, scorer, cache, device, ledger):
     else:  # no screening: the search scored with the full setting, and nothing needs re-scoring
         settings_info["full"] = settings_info["screen"]
     if run.rank == 0:
-        data = write_front(s.out, search, front, rescored, picks, settings_info, run.latency_report)
+        data = write_front(s.out, search, front, rescored, picks, settings_info, run.predictor_reports)
         pareto_png(os.path.join(s.out, "pareto.png"), search, front, rescored, run.background)
-        _summary(search, data, scorer, run.latency_report)
+        _summary(search, data, scorer, run.predictor_reports)
 
 
 def top_codes(search, budget, k):
@@ -225,7 +228,7 @@ def top_codes(search, budget, k):
     return sorted(inside, key=lambda c: (-search.archive[c]["top1"], search.archive[c]["costs"][first], c))[:k]
 
 
-def _summary(search, data, scorer, latency_report):
+def _summary(search, data, scorer, predictor_reports):
     last = search.history[-1] if search.history else {}
     print(f"{search.generation} generations, {len(search.archive)} codes scored ({scorer.calls} by the oracle in "
           f"this run), front of {len(data['front'])}, hypervolume {last.get('hypervolume', 0):.4f}")
@@ -241,11 +244,12 @@ def _summary(search, data, scorer, latency_report):
             acc = (e["full"] or e["screen"])["top1"] if which == "full" else e["screen"]["top1"]
             cost_text = ", ".join(f"{k} {v:.4g}" for k, v in e["costs"].items())
             print(f"  {b} [{which}]: {e['code']} top1 {acc:.4f} ({cost_text})")
-    if latency_report:
-        for key, r in latency_report.items():
+    for cost, reports in predictor_reports.items():
+        what = "latency" if cost == "latency_ms" else "energy"
+        for key, r in reports.items():
             srcc = r["srcc"]
             macs = r.get("srcc_macs")
-            print(f"  latency predictor ({key}, {r['table']}): fitted on {r['fit']}, SRCC "
+            print(f"  {what} predictor ({key}, {r['table']}): fitted on {r['fit']}, SRCC "
                   f"{'undefined' if srcc is None else f'{srcc:.3f}'} on {r['held_out']} held-out codes "
                   f"(MACs: {'undefined' if macs is None else f'{macs:.3f}'})")
 
@@ -274,7 +278,8 @@ def build_parser():
     p = sub.add_parser("run", help="search under budgets")
     p.add_argument("--config", default=default_config("demo"), help="YAML config (default: configs/demo.yaml)")
     p.add_argument("--budget", action="append", metavar="COST=LIMIT",
-                   help="macs=2.5e9 | params=2e7 | latency_ms=5@TABLE.json; a,b: both at once; repeatable "
+                   help="macs=2.5e9 | params=2e7 | latency_ms=5@TABLE.json | energy_mj=20@TABLE.json; a,b: both at "
+                        "once; repeatable "
                         "[config: search.budgets]")
     add_flags(p, FLAGS)
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. search.population=50)")

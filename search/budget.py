@@ -1,10 +1,11 @@
-"""Budgets (`macs=2.5e9`, `params=2e7`, `latency_ms=5@TABLE.json`, or several joined by commas, all
-of which must hold) and the costs they limit, computed from codes alone.
+"""Budgets (`macs=2.5e9`, `params=2e7`, `latency_ms=5@TABLE.json`, `energy_mj=20@TABLE.json`, or several
+joined by commas, all of which must hold) and the costs they limit, computed from codes alone.
 
 Each `--budget` is one question, "the most accurate code under this budget"; a search with several
 keeps every code that meets at least one of them, and reports the best code per budget. Costs:
   macs, params    encoding.costs at the config's model and input resolution;
-  latency_ms      the latency predictor (search.latency_model) fitted on the table after `@`.
+  latency_ms      the latency predictor (search.latency_model) fitted on the table after `@`;
+  energy_mj       the same predictor fitted on that table's energy per image (where it was measured).
 """
 
 import re
@@ -15,8 +16,9 @@ import numpy as np
 from encoding import costs, format_code
 from infra.errors import KitError
 
-COST_NAMES = ("macs", "params", "latency_ms")
-UNITS = {"macs": "MACs", "params": "params", "latency_ms": "ms"}
+COST_NAMES = ("macs", "params", "latency_ms", "energy_mj")
+UNITS = {"macs": "MACs", "params": "params", "latency_ms": "ms", "energy_mj": "mJ"}
+TABLE_COSTS = ("latency_ms", "energy_mj")  # predicted from a latency table (search.latency_model.TARGETS)
 
 
 class BudgetError(KitError):
@@ -27,7 +29,7 @@ class BudgetError(KitError):
 class Limit:
     cost: str
     limit: float
-    table: str = None  # latency_ms: the latency table the predictor is fitted on
+    table: str = None  # latency_ms, energy_mj: the latency table the predictor is fitted on
 
     def __str__(self):
         return f"{self.cost}<={self.limit:g}" + (f"@{self.table}" if self.table else "")
@@ -72,11 +74,11 @@ def parse_budget(text):
         table = None
         if "@" in value:
             value, table = (p.strip() for p in value.split("@", 1))
-        if cost == "latency_ms" and not table:
-            raise BudgetError(f"budget {text!r}: a latency budget names its latency table, "
-                              f"e.g. latency_ms=5@latency.json")
-        if cost != "latency_ms" and table:
-            raise BudgetError(f"budget {text!r}: only latency_ms takes a table (@{table})")
+        if cost in TABLE_COSTS and not table:
+            raise BudgetError(f"budget {text!r}: {cost} budgets name their latency table (from python -m evaluate "
+                              f"latency), e.g. {cost}=5@latency.json")
+        if cost not in TABLE_COSTS and table:
+            raise BudgetError(f"budget {text!r}: only {' and '.join(TABLE_COSTS)} take a table (@{table})")
         if not _NUMBER.match(value) or float(value) <= 0:
             raise BudgetError(f"budget {text!r}: limit {value!r} is not a positive number")
         limits.append(Limit(cost, float(value), table))
@@ -88,10 +90,17 @@ def parse_budget(text):
 
 def parse_budgets(texts):
     budgets = [parse_budget(t) for t in texts or ()]
-    tables = sorted({lim.table for b in budgets for lim in b.limits if lim.table})
-    if len(tables) > 1:
-        raise BudgetError(f"latency budgets name several tables ({', '.join(tables)}): one latency table per search")
+    for cost in TABLE_COSTS:
+        tables = sorted({lim.table for b in budgets for lim in b.limits if lim.cost == cost})
+        if len(tables) > 1:
+            raise BudgetError(f"{cost} budgets name several tables ({', '.join(tables)}): one table per cost "
+                              f"and search")
     return budgets
+
+
+def budget_tables(budgets):
+    """{cost: the table its budgets name} for the costs predicted from a latency table."""
+    return {lim.cost: lim.table for b in budgets for lim in b.limits if lim.table}
 
 
 def objective_costs(budgets, default):
@@ -103,27 +112,31 @@ def objective_costs(budgets, default):
     unknown = [n for n in names if n not in COST_NAMES]
     if unknown:
         raise BudgetError(f"search.costs: unknown cost {unknown[0]!r}; known: {', '.join(COST_NAMES)}")
-    if "latency_ms" in names and not any(lim.table for b in budgets for lim in b.limits):
-        raise BudgetError("latency_ms as an objective needs a latency table: give --budget latency_ms=X@TABLE.json")
+    tables = budget_tables(budgets)
+    for cost in TABLE_COSTS:
+        if cost in names and cost not in tables:
+            raise BudgetError(f"{cost} as an objective needs a latency table: give --budget {cost}=X@TABLE.json")
     return names
 
 
 class CostModel:
-    """Every cost of codes: MACs and params at the config's model and resolution, latency by the predictor."""
+    """Every cost of codes: MACs and params at the config's model and resolution, latency and energy by their
+    predictors (`predictors`: {cost in TABLE_COSTS: predictor})."""
 
-    def __init__(self, spec, resolution=None, latency=None):
-        self.spec, self.resolution, self.latency = spec, resolution, latency
+    def __init__(self, spec, resolution=None, predictors=None):
+        self.spec, self.resolution, self.predictors = spec, resolution, dict(predictors or {})
 
     def __call__(self, archs, names=COST_NAMES):
         archs = list(archs)
         params, macs = costs(archs, self.spec, self.resolution)
         out = {"macs": macs.astype(np.float64), "params": params.astype(np.float64)}
-        if self.latency is not None and "latency_ms" in names:
-            out["latency_ms"] = self.latency.predict(archs)
+        for cost, predictor in self.predictors.items():
+            if cost in names:
+                out[cost] = predictor.predict(archs)
         return {k: v for k, v in out.items() if k in names}
 
     def available(self):
-        return [n for n in COST_NAMES if n != "latency_ms" or self.latency is not None]
+        return [n for n in COST_NAMES if n not in TABLE_COSTS or n in self.predictors]
 
 
 def check_reachable(budgets, cost_model, space):

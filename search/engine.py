@@ -25,7 +25,7 @@ from .genome import Genome
 from .operators import BudgetRepair, CodeDuplicates, CodeProblem, GeneSampling, ResampleMutation, UniformCrossover
 
 CHECKPOINT = "checkpoint.pkl"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the cost model's predictors by cost (energy_mj beside latency_ms)
 
 
 def initial_rng(seed):
@@ -240,7 +240,8 @@ def search_key(s):
     from infra.atomic import file_digest
 
     tables = {}
-    for name, path in (("latency_table", s.latency_table), ("transfer_table", s.transfer)):
+    for name, path in (("latency_table", s.latency_table), ("energy_table", s.energy_table),
+                       ("transfer_table", s.transfer)):
         if path:
             tables[name] = file_digest(path)[:16] if os.path.isfile(path) else path
     return {"space": s.space.name, "algorithm": s.algorithm, "budgets": [b.text for b in s.budgets],

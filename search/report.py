@@ -24,11 +24,13 @@ def rank_agreement(screen, full):
     return or_undefined(kendall_tau_b, screen, full)
 
 
-def write_front(out, search, front, rescored, picks, settings_info, latency_report=None):
+def write_front(out, search, front, rescored, picks, settings_info, predictor_reports=None):
     """front.json and front_archs.json; returns the front.json dict.
 
     front: codes of the screened front; rescored: {code: full scores} (empty without a screen: then the
-    'screen' scores are the full setting's); picks: {budget: {'screen': code, 'full': code}}."""
+    'screen' scores are the full setting's); picks: {budget: {'screen': code, 'full': code}};
+    predictor_reports: {'latency_ms' | 'energy_mj': the predictor's report}."""
+    predictor_reports = predictor_reports or {}
     archive = search.archive
     entries = []
     for code in front:
@@ -55,7 +57,8 @@ def write_front(out, search, front, rescored, picks, settings_info, latency_repo
         "best_per_budget": {b: {k: ({"code": c, "screen": {kk: archive[c][kk] for kk in ("top1", "top5", "loss")},
                                       "full": rescored.get(c), "costs": archive[c]["costs"]} if c else None)
                                 for k, c in p.items()} for b, p in picks.items()},
-        "latency_predictor": latency_report,
+        "latency_predictor": predictor_reports.get("latency_ms"),
+        "energy_predictor": predictor_reports.get("energy_mj"),
     }
     atomic_write_json(os.path.join(out, "front.json"), data, indent=1)
     write_arch_list(os.path.join(out, "front_archs.json"),

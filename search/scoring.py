@@ -18,8 +18,8 @@ def setting_of(cfg, settings, device):
 
 class Scorer:
     """Scores of codes under one evaluation setting: from the cache, else from the oracle (built once, on the
-    first code the cache lacks); under several ranks each scores its share of the missing codes and every
-    rank gets all of them."""
+    first code the cache lacks: under several ranks on every rank at once, its images decoded once over them);
+    under several ranks each scores its share of the missing codes and every rank gets all of them."""
 
     def __init__(self, cfg, settings, cache, rank, world, device, ledger=None):
         self.cfg, self.settings, self.cache = cfg, settings, cache
@@ -34,7 +34,7 @@ class Scorer:
             from evaluate.oracle import Oracle
 
             t0 = time.perf_counter()
-            self.oracle = Oracle(self.cfg, self.settings, self.device)
+            self.oracle = Oracle(self.cfg, self.settings, self.device, across_ranks=self.world > 1)
             if self.rank == 0:
                 print(f"oracle {self.digest}: {self.oracle.describe()} (setup {time.perf_counter() - t0:.1f} s)",
                       flush=True)
@@ -45,6 +45,11 @@ class Scorer:
 
         missing = self.cache.missing(self.digest, codes)
         mine = rank_share(missing, self.rank, self.world)
+        if self.oracle is None and self.world > 1:  # its images are decoded once over the ranks: all build it
+            from runtime.device import gather_from_all
+
+            if any(gather_from_all(bool(mine))):
+                self._oracle()
         got = {}
         if mine:
             oracle = self._oracle()

@@ -9,7 +9,7 @@ from encoding import get_space
 from infra.config import exact_keys, get, set_key
 from infra.errors import KitError
 
-from .budget import objective_costs, parse_budgets
+from .budget import budget_tables, objective_costs, parse_budgets
 
 ALGORITHMS = ("nsga2", "random")
 SEARCH_KEYS = ("out", "budgets", "costs", "space", "algorithm", "population", "offspring", "generations",
@@ -139,6 +139,14 @@ class SearchSettings:
         )
 
     @property
+    def tables(self):
+        """{cost: the latency table its predictor is fitted on} (latency_ms, energy_mj)."""
+        return budget_tables(self.budgets)
+
+    @property
     def latency_table(self):
-        tables = [lim.table for b in self.budgets for lim in b.limits if lim.table]
-        return tables[0] if tables else None
+        return self.tables.get("latency_ms")
+
+    @property
+    def energy_table(self):
+        return self.tables.get("energy_mj")

@@ -104,11 +104,13 @@ def calibration_indices(num_items, num_batches, batch_size, seed):
     return idx.reshape(num_batches, batch_size)
 
 
-def calibration_batches(cfg, calibration, num_workers=0):
+def calibration_batches(cfg, calibration, num_workers=0, across_ranks=False, keep=True):
     """K calibration batches (float32 device tensors, normalised on the device) from the training
     split of the config's `data:`; [] for mode 'none'.
 
     The indices and, with train transforms, the augmentation both follow calibration.seed.
+    `across_ranks`/`keep`: decoded over the ranks, collectively (imagedata.loaders.gather); keep=False
+    only contributes this rank's share and returns None.
     """
     from imagedata import DataSettings, build_dataset
     from imagedata.loaders import gather
@@ -119,7 +121,11 @@ def calibration_batches(cfg, calibration, num_workers=0):
     dataset = build_dataset(DataSettings.from_config(cfg), split="train", augment=bool(c.augment))
     k, b = int(c.batches), int(c.batch_size)
     idx = calibration_indices(len(dataset), k, b, int(c.seed))
-    images, _ = gather(dataset, idx.reshape(-1), num_workers=num_workers, seed=int(c.seed))
+    got = gather(dataset, idx.reshape(-1), num_workers=num_workers, seed=int(c.seed), across_ranks=across_ranks,
+                 keep=keep)
+    if got is None:
+        return None
+    images = got[0]
     normalize = dataset.normalize
     return [normalize(paddle.to_tensor(np.ascontiguousarray(images[i * b:(i + 1) * b]))) for i in range(k)]
 

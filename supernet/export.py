@@ -39,6 +39,7 @@ import time
 import numpy as np
 
 from encoding import DOCUMENTED, CodeError, KitError, net_spec, read_arch_list
+from imagedata.settings import worker_count
 from infra import config as C
 from infra.atomic import atomic_write_json, file_digest
 from infra.errors import run_reporting_errors
@@ -392,7 +393,7 @@ class Exporter:
 
         if self._calib is None:
             self._calib = calibration_batches(self.cfg, self.calibration,
-                                              num_workers=int(C.get(self.cfg, "data.num_workers")))
+                                              num_workers=worker_count(C.get(self.cfg, "data.num_workers")))
         return self._calib
 
     def check_batch(self):

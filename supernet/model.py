@@ -14,6 +14,7 @@ from encoding import MAX_DEPTHS, Arch, KitError, NetSpec, parse, widths
 from encoding.netspec import STEMS
 from encoding.space import check_ties
 from runtime.amp import full_precision, head_input
+from runtime.layout import check_format, from_nchw
 
 from .ops import DynamicBatchNorm2D, DynamicConv2D, DynamicLinear
 from .static import StaticResNet, resolve_spec, zero_last_bn_scales
@@ -27,13 +28,14 @@ def slot_index(stage, block):
 
 
 class DynamicStem(nn.Layer):
-    def __init__(self, spec: NetSpec):
+    def __init__(self, spec: NetSpec, data_format="NCHW"):
         super().__init__()
         kernel, stride, padding, pool = STEMS[spec.stem]
-        self.conv = DynamicConv2D(spec.in_channels, spec.max_stem(), kernel, stride=stride, padding=padding)
-        self.bn = DynamicBatchNorm2D(spec.max_stem())
+        self.conv = DynamicConv2D(spec.in_channels, spec.max_stem(), kernel, stride=stride, padding=padding,
+                                  data_format=data_format)
+        self.bn = DynamicBatchNorm2D(spec.max_stem(), data_format=data_format)
         self.relu = nn.ReLU()
-        self.pool = nn.MaxPool2D(3, stride=2, padding=1) if pool else None
+        self.pool = nn.MaxPool2D(3, stride=2, padding=1, data_format=data_format) if pool else None
 
     def forward(self, x, out_channels):
         x = self.relu(self.bn(self.conv(x, out_channels)))
@@ -43,17 +45,18 @@ class DynamicStem(nn.Layer):
 class DynamicBasicBlock(nn.Layer):
     """A BasicBlock slot at its largest; `with_downsample` only for slots that may need one."""
 
-    def __init__(self, in_max, mid_max, out_max, stride, with_downsample):
+    def __init__(self, in_max, mid_max, out_max, stride, with_downsample, data_format="NCHW"):
         super().__init__()
         self.stride = stride
-        self.conv1 = DynamicConv2D(in_max, mid_max, 3, stride=stride, padding=1)
-        self.bn1 = DynamicBatchNorm2D(mid_max)
-        self.conv2 = DynamicConv2D(mid_max, out_max, 3, stride=1, padding=1)
-        self.bn2 = DynamicBatchNorm2D(out_max)
+        f = data_format
+        self.conv1 = DynamicConv2D(in_max, mid_max, 3, stride=stride, padding=1, data_format=f)
+        self.bn1 = DynamicBatchNorm2D(mid_max, data_format=f)
+        self.conv2 = DynamicConv2D(mid_max, out_max, 3, stride=1, padding=1, data_format=f)
+        self.bn2 = DynamicBatchNorm2D(out_max, data_format=f)
         self.relu = nn.ReLU()
         if with_downsample:
-            self.downsample = nn.Sequential(DynamicConv2D(in_max, out_max, 1, stride=stride),
-                                            DynamicBatchNorm2D(out_max))
+            self.downsample = nn.Sequential(DynamicConv2D(in_max, out_max, 1, stride=stride, data_format=f),
+                                            DynamicBatchNorm2D(out_max, data_format=f))
         else:
             self.downsample = None
 
@@ -68,9 +71,9 @@ class DynamicBasicBlock(nn.Layer):
 
 
 class DynamicHead(nn.Layer):
-    def __init__(self, in_max, num_classes):
+    def __init__(self, in_max, num_classes, data_format="NCHW"):
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2D(1)
+        self.pool = nn.AdaptiveAvgPool2D(1, data_format=data_format)  # [N, C, 1, 1] or [N, 1, 1, C]: flat [N, C]
         self.fc = DynamicLinear(in_max, num_classes)
 
     def forward(self, x):
@@ -81,22 +84,25 @@ class DynamicHead(nn.Layer):
 class ResNet48Supernet(nn.Layer):
     """All subnets of the ResNet48 space under one NetSpec; `set_active` picks the one `forward` runs.
 
-    Sampling policy is not here (see the samplers): the model only runs what it is told.
+    Sampling policy is not here (see the samplers): the model only runs what it is told. `data_format`
+    is the activations' layout inside the net (runtime.layout): the input is NCHW either way, and the
+    parameters and state_dict do not depend on it.
     """
 
-    def __init__(self, spec: NetSpec = None):
+    def __init__(self, spec: NetSpec = None, data_format="NCHW"):
         super().__init__()
         self.spec = spec = resolve_spec(spec)
-        layers = [DynamicStem(spec)]
+        self.data_format = f = check_format(data_format)
+        layers = [DynamicStem(spec, f)]
         in_max = spec.max_stem()
         for s, depth in enumerate(MAX_DEPTHS):
             out_max = spec.max_stage(s)
             for b in range(depth):
                 stride = spec.stage_strides[s] if b == 0 else 1
                 with_ds = b == 0 and self._may_need_downsample(s)
-                layers.append(DynamicBasicBlock(in_max, out_max, out_max, stride, with_ds))
+                layers.append(DynamicBasicBlock(in_max, out_max, out_max, stride, with_ds, f))
                 in_max = out_max
-        layers.append(DynamicHead(in_max, spec.num_classes))
+        layers.append(DynamicHead(in_max, spec.num_classes, f))
         self.blocks = nn.LayerList(layers)
         self._arch = None
         self._plan = None
@@ -153,7 +159,7 @@ class ResNet48Supernet(nn.Layer):
     # --- running --------------------------------------------------------------------
     def forward(self, x):
         stem_channels, plan = self._plan
-        x = self.blocks[0](x, stem_channels)
+        x = self.blocks[0](from_nchw(x, self.data_format), stem_channels)
         for index, mid, out, use_ds in plan:
             x = self.blocks[index](x, mid, out, use_ds)
         return self.blocks[NUM_SLOTS + 1](x)
@@ -171,7 +177,8 @@ class ResNet48Supernet(nn.Layer):
     # --- export ---------------------------------------------------------------------
     def export(self, arch=None) -> StaticResNet:
         """A plain StaticResNet of `arch` (default: the active one) holding copies of its weight
-        slices and BN statistics. The supernet's active subnet is left unchanged."""
+        slices and BN statistics, in NCHW whatever the supernet's layout (what deployment and the
+        evaluators take). The supernet's active subnet is left unchanged."""
         arch = self._arch if arch is None else parse(arch)
         check_ties(arch, arch)
         static = StaticResNet(arch, self.spec)

@@ -14,6 +14,7 @@ from paddle import nn
 
 from encoding import KitError
 from runtime import conv
+from runtime.layout import channel_axis, check_format
 
 
 def _prefix(tensor, sizes):
@@ -29,12 +30,14 @@ def _check(name, requested, maximum):
 
 
 class DynamicConv2D(nn.Layer):
-    """A bias-free conv holding a [out_max, in_max, k, k] weight; runs on weight[:out, :in]."""
+    """A bias-free conv holding a [out_max, in_max, k, k] weight; runs on weight[:out, :in]. The weight is
+    OIHW whatever `data_format` the activations have (runtime.layout)."""
 
-    def __init__(self, in_max, out_max, kernel_size, stride=1, padding=0):
+    def __init__(self, in_max, out_max, kernel_size, stride=1, padding=0, data_format="NCHW"):
         super().__init__()
         self.in_max, self.out_max = in_max, out_max
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.data_format = check_format(data_format)
         # Paddle's own Conv2D default: normal with std sqrt(2 / fan_in).
         std = math.sqrt(2.0 / (in_max * kernel_size * kernel_size))
         self.weight = self.create_parameter(
@@ -43,15 +46,15 @@ class DynamicConv2D(nn.Layer):
 
     def forward(self, x, out_channels=None):
         out_channels = self.out_max if out_channels is None else out_channels
-        in_channels = x.shape[1]
+        in_channels = x.shape[channel_axis(self.data_format)]
         _check("DynamicConv2D output", out_channels, self.out_max)
         _check("DynamicConv2D input", in_channels, self.in_max)
         weight = _prefix(self.weight, (out_channels, in_channels))
-        return conv.conv2d(x, weight, stride=self.stride, padding=self.padding)
+        return conv.conv2d(x, weight, stride=self.stride, padding=self.padding, data_format=self.data_format)
 
     def extra_repr(self):
         return (f"in_max={self.in_max}, out_max={self.out_max}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+                f"stride={self.stride}, padding={self.padding}, data_format={self.data_format}")
 
 
 class DynamicBatchNorm2D(nn.Layer):
@@ -63,11 +66,12 @@ class DynamicBatchNorm2D(nn.Layer):
     batch to accumulate an exact cumulative average.
     """
 
-    def __init__(self, num_features, momentum=0.9, epsilon=1e-5):
+    def __init__(self, num_features, momentum=0.9, epsilon=1e-5, data_format="NCHW"):
         super().__init__()
         self.num_features = num_features
         self.momentum = momentum
         self.epsilon = epsilon
+        self.data_format = check_format(data_format)
         self.weight = self.create_parameter([num_features], default_initializer=nn.initializer.Constant(1.0))
         self.bias = self.create_parameter([num_features], is_bias=True,
                                           default_initializer=nn.initializer.Constant(0.0))
@@ -75,14 +79,14 @@ class DynamicBatchNorm2D(nn.Layer):
         self.register_buffer("_variance", paddle.ones([num_features], dtype="float32"))
 
     def forward(self, x):
-        c = x.shape[1]
+        c = x.shape[channel_axis(self.data_format)]
         _check("DynamicBatchNorm2D", c, self.num_features)
         if c == self.num_features:
             return F.batch_norm(x, self._mean, self._variance, self.weight, self.bias, training=self.training,
-                                momentum=self.momentum, epsilon=self.epsilon)
+                                momentum=self.momentum, epsilon=self.epsilon, data_format=self.data_format)
         mean, variance = self._mean[:c], self._variance[:c]
         out = F.batch_norm(x, mean, variance, self.weight[:c], self.bias[:c], training=self.training,
-                           momentum=self.momentum, epsilon=self.epsilon)
+                           momentum=self.momentum, epsilon=self.epsilon, data_format=self.data_format)
         if self.training:
             # batch_norm updated `mean`/`variance` in place. With Paddle's stride kernels a
             # leading slice is a view of the buffer and that is already the update; otherwise

@@ -93,11 +93,29 @@ def _no_decay(name, param):
     return len(param.shape) < 2
 
 
-def build_optimizer(model, optim, global_batch, steps_per_epoch, train_images):
+def use_multi_tensor(setting, device, every_step_all_grads, key):
+    """Whether Momentum updates all parameters in one merged kernel (`multi_tensor`: true, false, auto = on
+    a GPU, where it saves a kernel launch per parameter; the same per-element arithmetic: equal updates
+    on CPU, tests/test_loop_sync.py). Paddle's merged update fixes its parameter list at the first step
+    and refuses (or, with as many gradients, mispairs) a later step whose parameters with a gradient
+    differ, so it needs every parameter to get a gradient at every step (`every_step_all_grads`: the
+    supernet only with sandwich paths, the max path touching every weight): auto is off otherwise and
+    true is refused."""
+    if setting == "auto":
+        return str(device).startswith("gpu") and every_step_all_grads
+    if setting and not every_step_all_grads:
+        raise OptimConfigError(f"{key}=true needs every parameter to get a gradient at every step: set "
+                               f"supernet.sampler.sandwich=true (the max path trains every weight) or {key}=false")
+    return bool(setting)
+
+
+def build_optimizer(model, optim, global_batch, steps_per_epoch, train_images, every_step_all_grads=True,
+                    where="train"):
     """(optimizer, scheduler) of OptimSettings `optim` (supernet.settings: the `train:` section's keys, or
     `supernet.optim` over supernet.epochs): warmup epochs (iterations by `warmup_iterations`), then the lr
     schedule; no_bn_decay false decays BN and biases too, as the official recipe does; grad_clip a max
-    global gradient norm or None."""
+    global gradient norm or None; multi_tensor as `use_multi_tensor` decides (`where` names the section;
+    the device is the one Paddle computes on)."""
     if steps_per_epoch <= 0:
         raise OptimConfigError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
     total = optim.max_epoch * steps_per_epoch
@@ -115,7 +133,9 @@ def build_optimizer(model, optim, global_batch, steps_per_epoch, train_images):
     else:
         parameters = [p for _, p in params]
     grad_clip = paddle.nn.ClipGradByGlobalNorm(float(optim.grad_clip)) if optim.grad_clip else None
+    multi = use_multi_tensor(optim.multi_tensor, paddle.device.get_device(), every_step_all_grads,
+                             f"{where}.multi_tensor")
     optimizer = paddle.optimizer.Momentum(
         learning_rate=scheduler, momentum=optim.momentum, parameters=parameters,
-        use_nesterov=optim.nesterov, weight_decay=optim.weight_decay, grad_clip=grad_clip)
+        use_nesterov=optim.nesterov, weight_decay=optim.weight_decay, grad_clip=grad_clip, use_multi_tensor=multi)
     return optimizer, scheduler

@@ -4,6 +4,7 @@
 `train_supernet.sh --plan` refuses a bad run before the launcher starts): a bad key or value is refused
 with one line naming it. Defaults live in configs/imagenet.yaml only. Sub-sections a builder consumes
 whole (`sampler`, `rank_check`) are kept as read-only mappings for that builder, which checks them.
+A rank loss whose cost is a proxy takes that proxy's settings from `evaluate.proxies` (supernet.proxy_settings).
 """
 
 import os
@@ -13,13 +14,17 @@ from types import MappingProxyType
 from imagedata.settings import DataSettings
 from infra import config as C
 from runtime.amp import amp_dtype
+from runtime.layout import check_channels_last
 
-OPTIM_KEYS = ("lr", "base_lr", "warmup", "momentum", "nesterov", "weight_decay", "no_bn_decay", "grad_clip")
+from .proxy_settings import PROXIES, ProxySettings, proxy_settings
+
+OPTIM_KEYS = ("lr", "base_lr", "warmup", "momentum", "nesterov", "weight_decay", "no_bn_decay", "grad_clip",
+              "multi_tensor")
 SCHEDULES = ("cosine", "official")  # lr schedules (supernet.optim.WarmupCosine)
 TRAIN_KEYS = ("arch", "batch_size", "global_batch_size", "max_epoch", "warmup", "lr_schedule", "lr", "base_lr",
-              "momentum", "nesterov", "weight_decay", "no_bn_decay", "grad_clip", "sync_bn", "amp",
+              "momentum", "nesterov", "weight_decay", "no_bn_decay", "grad_clip", "sync_bn", "amp", "channels_last",
               "zero_init_residual", "eval_batch_size", "eval_every", "seed", "output", "resume", "keep_checkpoints",
-              "gt")
+              "gt", "multi_tensor", "sync_every")
 GT_KEYS = ("archs", "ids", "sample", "repeat", "out")
 RANK_KEYS = ("weight", "schedule", "ramp_epochs", "max_weight", "margin", "cost")
 # Integer settings under `supernet:` (each >= 1 or null) and their defaults.
@@ -51,6 +56,23 @@ def _int(value, key, minimum=1):
     return _int_or_none(value, key, minimum)
 
 
+def sync_every_setting(value, key):
+    """`train.sync_every` / `supernet.sync_every`: steps between host reads of the losses (an integer
+    >= 1), or `auto` (supernet.loop.sync_interval: 1 on a CPU, more on a GPU)."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise C.ConfigError(f"{key} must be an integer >= 1 or auto, got {value!r}")
+    return value
+
+
+def multi_tensor_setting(value, key):
+    """`multi_tensor` of the optimiser keys: true, false or auto (supernet.optim.use_multi_tensor)."""
+    if value not in ("auto", True, False):
+        raise C.ConfigError(f"{key} must be true, false or auto, got {value!r}")
+    return value
+
+
 def rank_loss_weight(epoch, weight, schedule="constant", ramp_epochs=1.0, max_weight=None):
     """The rank loss's weight in `epoch` (0-based): `weight` (constant), or weight x epoch /
     ramp_epochs (linear), either capped at `max_weight`. 3rd place: min(2, epoch / 10) is
@@ -77,11 +99,12 @@ def rank_loss_settings(rank):
     out = {"weight": float(rank.get("weight") or 0.0), "schedule": rank.get("schedule") or "constant",
            "ramp_epochs": float(rank.get("ramp_epochs") or 1.0), "max_weight": rank.get("max_weight"),
            "margin": float(rank.get("margin") or 0.0), "cost": rank.get("cost") or "macs"}
-    if out["cost"] not in ("macs", "params"):
+    if out["cost"] not in ("macs", "params", *PROXIES):
         field, _, path = str(out["cost"]).partition("@")
         if not (field and path):
-            raise C.ConfigError(f"supernet.loss.rank.cost must be macs or params, got {out['cost']!r} "
-                                f"(or FIELD@RESULTS, a proxy's results: e.g. zen@runs/proxies/results.json)")
+            raise C.ConfigError(f"supernet.loss.rank.cost must be macs or params, a proxy computed per sampled code "
+                                f"({', '.join(PROXIES)}) or FIELD@RESULTS (a proxy's results file, e.g. "
+                                f"zen@runs/proxies/results.json), got {out['cost']!r}")
         if not os.path.isfile(path):
             raise C.ConfigError(f"supernet.loss.rank.cost {out['cost']!r}: {path} is not a file")
     if out["margin"] < 0:
@@ -127,6 +150,7 @@ class OptimSettings:
     weight_decay: float
     no_bn_decay: bool
     grad_clip: float | None
+    multi_tensor: object   # true | false | auto (on GPU): paddle's merged Momentum update
 
     @classmethod
     def from_section(cls, section, where, max_epoch, lr_schedule):
@@ -154,7 +178,8 @@ class OptimSettings:
             raise OptimConfigError(f"{where}.grad_clip must be positive or null, got {clip:g}")
         return cls(max_epoch=max_epoch, warmup=warmup, lr_schedule=lr_schedule, lr=lr, base_lr=base_lr,
                    momentum=momentum, nesterov=bool(o["nesterov"]), weight_decay=weight_decay,
-                   no_bn_decay=bool(o["no_bn_decay"]), grad_clip=clip)
+                   no_bn_decay=bool(o["no_bn_decay"]), grad_clip=clip,
+                   multi_tensor=multi_tensor_setting(o["multi_tensor"], f"{where}.multi_tensor"))
 
 
 @dataclass(frozen=True)
@@ -168,6 +193,7 @@ class TrainSettings:
     optim: OptimSettings
     sync_bn: bool
     amp: str | None
+    channels_last: bool    # NHWC inside the net while AMP is in effect (runtime.layout)
     zero_init_residual: bool
     eval_batch_size: int
     eval_every: int
@@ -175,6 +201,7 @@ class TrainSettings:
     output: str
     resume: str
     keep_checkpoints: int
+    sync_every: object     # int >= 1 | auto: steps between host reads of the loss (supernet.loop)
     gt: MappingProxyType   # archs, ids, sample, repeat, out (pretrain.py gt)
 
     @classmethod
@@ -193,12 +220,14 @@ class TrainSettings:
         return cls(
             arch=None if t["arch"] in (None, "") else str(t["arch"]), batch_size=t["batch_size"],
             global_batch_size=t["global_batch_size"], optim=optim, sync_bn=bool(t["sync_bn"]), amp=t["amp"],
+            channels_last=check_channels_last(t["channels_last"], t["amp"], "train"),
             zero_init_residual=bool(t["zero_init_residual"]),
             eval_batch_size=_int(t["eval_batch_size"], "train.eval_batch_size"),
             eval_every=_int(t["eval_every"], "train.eval_every", minimum=0),
             seed=_int(t["seed"], "train.seed", minimum=0),
             output=str(t["output"]), resume=resume,
             keep_checkpoints=_int(t["keep_checkpoints"], "train.keep_checkpoints"),
+            sync_every=sync_every_setting(t["sync_every"], "train.sync_every"),
             gt=MappingProxyType(gt))
 
     @property
@@ -215,11 +244,13 @@ class SupernetSettings:
     batch_size: int           # the global batch over all ranks
     seed: int
     amp: str | None
+    channels_last: bool       # NHWC inside the net while AMP is in effect (runtime.layout)
     init: str
     pretrained: str | None
     reorder: bool
     zero_init_residual: bool
     resume: bool
+    sync_every: object        # int >= 1 | auto: steps between host reads of the losses (supernet.loop)
     checkpoint_every_steps: int | None
     checkpoint_keep: int
     keep_epochs: bool
@@ -233,6 +264,7 @@ class SupernetSettings:
     teacher: str | None
     teacher_arch: str | None
     rank_loss: MappingProxyType   # rank_loss_settings()
+    rank_proxy: ProxySettings | None  # rank.cost a proxy: its settings (evaluate.proxies'), else None
     optim: OptimSettings          # optim_section()
     sampler: MappingProxyType     # for samplers.build_schedule
     rank_check: MappingProxyType  # for the rank check the entry point wires in
@@ -256,12 +288,17 @@ class SupernetSettings:
                                 f"{'resnet48.pdparams' if init == 'official' else 'supernet weights'})")
         DataSettings.from_config(cfg).check_images_exist()
         loss, log = sn.get("loss") or {}, sn.get("log") or {}
+        rank_loss = rank_loss_settings(loss.get("rank"))
+        rank_proxy = proxy_settings(cfg, names=(rank_loss["cost"],)) if rank_loss["cost"] in PROXIES else None
         return cls(
             output_dir=sn.get("output_dir") or "runs/supernet",
             epochs=ints["epochs"], max_steps=ints["max_steps"], batch_size=ints["batch_size"],
-            seed=int(seed or 0), amp=sn.get("amp"), init=init, pretrained=sn.get("pretrained"),
+            seed=int(seed or 0), amp=sn.get("amp"),
+            channels_last=check_channels_last(C.get(sn, "channels_last"), sn.get("amp"), "supernet"),
+            init=init, pretrained=sn.get("pretrained"),
             reorder=bool(sn.get("reorder", True)), zero_init_residual=bool(sn.get("zero_init_residual", False)),
             resume=bool(sn.get("resume", True)),
+            sync_every=sync_every_setting(sn.get("sync_every"), "supernet.sync_every"),
             checkpoint_every_steps=ints["checkpoint.every_steps"], checkpoint_keep=ints["checkpoint.keep"],
             keep_epochs=bool((sn.get("checkpoint") or {}).get("keep_epochs", False)),
             log_every_steps=ints["log.every_steps"], progress=bool(log.get("progress", True)),
@@ -270,6 +307,6 @@ class SupernetSettings:
             temperature=float(loss.get("temperature", 1.0)),
             inplace_distill=bool(loss.get("inplace_distill", True)),
             teacher=loss.get("teacher") or None, teacher_arch=loss.get("teacher_arch"),
-            rank_loss=MappingProxyType(rank_loss_settings(loss.get("rank"))),
+            rank_loss=MappingProxyType(rank_loss), rank_proxy=rank_proxy,
             optim=optim, sampler=MappingProxyType(dict(sn.get("sampler") or {})),
             rank_check=MappingProxyType(dict(sn.get("rank_check") or {})))

@@ -50,6 +50,7 @@ import time
 import numpy as np
 
 from encoding import DOCUMENTED, ArchListError, KitError, costs, net_spec, read_arch_list, run_reporting_errors
+from imagedata.settings import workers_flag
 from infra.atomic import atomic_write_json
 from infra.config import Flag, add_flags, default_config, get, resolve, set_key
 from infra.runlock import release
@@ -58,9 +59,12 @@ from runtime import cpu_speed
 log = logging.getLogger("pretrain")
 
 CHECKPOINT_PATTERN = "epoch_*.pdckpt"
-# Settings that may change between an interrupted run and its resumption.
+# Settings that may change between an interrupted run and its resumption (channels_last: the activations'
+# layout, same weights and the same maths up to rounding; sync_every: when the loss is read; multi_tensor:
+# the same update in one kernel).
 RESUME_FREE = ("data.num_workers", "data.image_dir", "data.fashion_mnist_dir", "train.output", "train.resume",
-               "train.keep_checkpoints", "train.eval_every", "train.eval_batch_size", "train.gt")
+               "train.keep_checkpoints", "train.eval_every", "train.eval_batch_size", "train.gt",
+               "train.channels_last", "train.sync_every", "train.multi_tensor")
 
 COMMON_FLAGS = [
     Flag("--image_dir", "data.image_dir", str, "ImageNet-style root (class folders or list files)"),
@@ -71,7 +75,7 @@ COMMON_FLAGS = [
     Flag("--seed", "train.seed", int, "seed of initialisation, data order and augmentation"),
     Flag("--output", "train.output", str, "run directory"),
     Flag("--resume", "train.resume", str, "auto | never | PATH of a checkpoint"),
-    Flag("--num_workers", "data.num_workers", int, "data loader workers per rank"),
+    Flag("--num_workers", "data.num_workers", workers_flag, "data loader workers per rank (or auto)"),
     Flag("--device", "device", str, "auto | cpu | gpu"),
     Flag("--amp", "train.amp", str, "mixed precision on GPU: none (fp32) | bf16 | fp16 (with loss scaling)"),
 ]
@@ -110,7 +114,7 @@ def recipe(cfg):
 
 # Keys added after ground-truth files were written, with the value those files were trained with.
 LATER_KEYS = {"train.amp": "none", "train.zero_init_residual": False, "train.global_batch_size": None,
-              "train.lr_schedule": "cosine"}
+              "train.lr_schedule": "cosine", "data.jpeg_draft": False}
 
 
 def recipe_changes(old, new):
@@ -190,43 +194,35 @@ def evaluate_classifier(model, loader):
     return {"top1": c1 / n, "top5": c5 / n, "loss": loss_sum / n, "count": int(n), "bad_images": loader.bad_count}
 
 
-def standalone_step(model, optimizer, scheduler, world, amp=None, scaler=None, last_checkpoint=lambda: None):
+def standalone_step(model, optimizer, scheduler, amp=None, scaler=None):
     """The standalone step for `supernet.loop.Loop`: cross-entropy of one net, `amp` a paddle autocast
-    dtype (None: fp32), `scaler` a GradScaler for float16. The loss, averaged over ranks, is checked
-    before the update (the NaN rule), so every rank stops together and the last checkpoint (named by
-    `last_checkpoint()`) stays good."""
-    import paddle.distributed as dist
+    dtype (None: fp32), `scaler` a GradScaler for float16. It returns the loss on the device and the
+    update as a `Pending`: the loop reads the loss (averaged over ranks) every `train.sync_every` steps
+    and before the update of the step it reads (the NaN rule), so every rank stops together and the
+    last checkpoint stays good."""
     import paddle.nn.functional as F
 
     from runtime.amp import autocast
 
-    from .loop import check_finite
+    from .loop import Pending
+
+    def update():
+        if scaler is not None:
+            scaler.step(optimizer)  # unscales; skips the update when a gradient overflowed (reads the flag)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.clear_grad()
+        scheduler.step()
 
     def step(epoch, index, images, labels, global_step):
         with autocast(amp):
             logits = model(images)
         loss = F.cross_entropy(logits.astype("float32"), labels)
         (scaler.scale(loss) if scaler is not None else loss).backward()
-        value = loss.detach()
-        if world > 1:
-            value = value.astype("float64")
-            dist.all_reduce(value)
-            value = value / world
-        value = value.item()
-        try:
-            check_finite({"loss": value}, f"epoch {epoch + 1}, step {index + 1} (lower the learning rate "
-                                          "with --lr, or check the data)", last_checkpoint())
-        except KitError:
-            optimizer.clear_grad()
-            raise
-        if scaler is not None:
-            scaler.step(optimizer)  # unscales; skips the update when a gradient overflowed
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.clear_grad()
-        scheduler.step()
-        return {"loss": value}
+        where = f"epoch {epoch + 1}, step {index + 1} (lower the learning rate with --lr, or check the data)"
+        return Pending(loss.detach().reshape([1]), update, report=lambda floats: ({"loss": floats[0]}, {}),
+                       where=lambda i: where, discard=optimizer.clear_grad)
 
     return step
 
@@ -301,8 +297,9 @@ def train_standalone(cfg, arch_id=None):
         setup_device,
         sync_from_main,
     )
+    from runtime.layout import data_format
 
-    from .loop import Loop, Position
+    from .loop import Loop, Position, sync_interval
     from .optim import build_optimizer
     from .settings import TrainSettings
     from .static import build_static
@@ -335,7 +332,8 @@ def train_standalone(cfg, arch_id=None):
         if steps == 0:
             raise TrainingError(f"the training split has {len(train_set)} images, fewer than one global batch "
                                 f"of {global_batch}: lower --batch_size")
-        model = build_static(arch, spec)
+        amp = amp_dtype(train.amp, device, "train.amp")
+        model = build_static(arch, spec, data_format(train.channels_last, amp))  # NCHW input either way
         if train.zero_init_residual:
             model.zero_init_residual()
         if train.sync_bn and world > 1:
@@ -352,7 +350,6 @@ def train_standalone(cfg, arch_id=None):
         barrier()  # every rank has decided before rank 0 touches the directory
         if is_main():
             _clean_run_dir(out_dir, ckpt_dir, fresh=source is None and train.resume == "never")
-        amp = amp_dtype(train.amp, device, "train.amp")
         scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if amp == "float16" else None
         start_epoch, history, prior_wall = 0, [], 0.0
         layout = {"world": world, "global_batch": global_batch, "steps_per_epoch": steps,
@@ -420,9 +417,9 @@ def train_standalone(cfg, arch_id=None):
             barrier()
 
         loop = Loop(train_loader, max_epoch, steps, lr=optimizer.get_lr, world=world, ledger=ledger,
-                    progress=is_main())
-        loop.run(standalone_step(net, optimizer, scheduler, world, amp, scaler, lambda: last["checkpoint"]),
-                 Position(start_epoch, 0, 0), end_epoch=end_epoch, save=save)
+                    progress=is_main(), sync_every=sync_interval(train.sync_every, device))
+        loop.run(standalone_step(net, optimizer, scheduler, amp, scaler), Position(start_epoch, 0, 0),
+                 end_epoch=end_epoch, save=save, last_checkpoint=lambda: last["checkpoint"])
 
         with ledger.phase("final_eval") as phase:
             sync_from_main(model, parameters=False)  # model.pdparams holds rank 0's BN statistics: score those

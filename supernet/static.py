@@ -12,6 +12,7 @@ from encoding import Arch, KitError, NetSpec, parse, widths
 from encoding.netspec import STEMS
 from runtime import conv
 from runtime.amp import full_precision, head_input
+from runtime.layout import check_format, from_nchw
 
 
 def resolve_spec(spec):
@@ -24,14 +25,14 @@ def resolve_spec(spec):
 
 
 class Stem(nn.Layer):
-    def __init__(self, spec: NetSpec, out_channels):
+    def __init__(self, spec: NetSpec, out_channels, data_format="NCHW"):
         super().__init__()
         kernel, stride, padding, pool = STEMS[spec.stem]
         self.conv = conv.Conv2D(spec.in_channels, out_channels, kernel, stride=stride, padding=padding,
-                                bias_attr=False)
-        self.bn = nn.BatchNorm2D(out_channels)
+                                bias_attr=False, data_format=data_format)
+        self.bn = nn.BatchNorm2D(out_channels, data_format=data_format)
         self.relu = nn.ReLU()
-        self.pool = nn.MaxPool2D(3, stride=2, padding=1) if pool else None
+        self.pool = nn.MaxPool2D(3, stride=2, padding=1, data_format=data_format) if pool else None
 
     def forward(self, x):
         x = self.relu(self.bn(self.conv(x)))
@@ -39,17 +40,20 @@ class Stem(nn.Layer):
 
 
 class BasicBlock(nn.Layer):
-    def __init__(self, in_channels, mid_channels, out_channels, stride):
+    def __init__(self, in_channels, mid_channels, out_channels, stride, data_format="NCHW"):
         super().__init__()
-        self.conv1 = conv.Conv2D(in_channels, mid_channels, 3, stride=stride, padding=1, bias_attr=False)
-        self.bn1 = nn.BatchNorm2D(mid_channels)
-        self.conv2 = conv.Conv2D(mid_channels, out_channels, 3, stride=1, padding=1, bias_attr=False)
-        self.bn2 = nn.BatchNorm2D(out_channels)
+        f = data_format
+        self.conv1 = conv.Conv2D(in_channels, mid_channels, 3, stride=stride, padding=1, bias_attr=False,
+                                 data_format=f)
+        self.bn1 = nn.BatchNorm2D(mid_channels, data_format=f)
+        self.conv2 = conv.Conv2D(mid_channels, out_channels, 3, stride=1, padding=1, bias_attr=False,
+                                 data_format=f)
+        self.bn2 = nn.BatchNorm2D(out_channels, data_format=f)
         self.relu = nn.ReLU()
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
-                conv.Conv2D(in_channels, out_channels, 1, stride=stride, bias_attr=False),
-                nn.BatchNorm2D(out_channels),
+                conv.Conv2D(in_channels, out_channels, 1, stride=stride, bias_attr=False, data_format=f),
+                nn.BatchNorm2D(out_channels, data_format=f),
             )
         else:
             self.downsample = None
@@ -62,9 +66,9 @@ class BasicBlock(nn.Layer):
 
 
 class Head(nn.Layer):
-    def __init__(self, in_channels, num_classes):
+    def __init__(self, in_channels, num_classes, data_format="NCHW"):
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2D(1)
+        self.pool = nn.AdaptiveAvgPool2D(1, data_format=data_format)  # flattened to [N, C] in both layouts
         self.fc = nn.Linear(in_channels, num_classes)
 
     def forward(self, x):
@@ -80,24 +84,27 @@ def zero_last_bn_scales(blocks):
 
 
 class StaticResNet(nn.Layer):
-    """One subnet as ordinary layers; `arch` and `spec` say which one."""
+    """One subnet as ordinary layers; `arch` and `spec` say which one. `data_format` is the activations'
+    layout inside the net (runtime.layout): the input is NCHW either way, the state_dict the same."""
 
-    def __init__(self, arch, spec: NetSpec = None):
+    def __init__(self, arch, spec: NetSpec = None, data_format="NCHW"):
         super().__init__()
         self.arch = arch if isinstance(arch, Arch) else parse(arch)
         self.spec = spec = resolve_spec(spec)
+        self.data_format = f = check_format(data_format)
         w = widths(self.arch, spec)
-        layers = [Stem(spec, w.stem)]
+        layers = [Stem(spec, w.stem, f)]
         cur = w.stem
         for s, stage in enumerate(w.stages):
             for b, (c1, c2) in enumerate(stage):
                 stride = spec.stage_strides[s] if b == 0 else 1
-                layers.append(BasicBlock(cur, c1, c2, stride))
+                layers.append(BasicBlock(cur, c1, c2, stride, f))
                 cur = c2
-        layers.append(Head(cur, spec.num_classes))
+        layers.append(Head(cur, spec.num_classes, f))
         self.blocks = nn.LayerList(layers)
 
     def forward(self, x):
+        x = from_nchw(x, self.data_format)
         for block in self.blocks:
             x = block(x)
         return x
@@ -108,6 +115,6 @@ class StaticResNet(nn.Layer):
         zero_last_bn_scales(self.blocks)
 
 
-def build_static(arch, spec: NetSpec = None) -> StaticResNet:
+def build_static(arch, spec: NetSpec = None, data_format="NCHW") -> StaticResNet:
     """A freshly initialised standalone model of `arch` (code string or Arch) under `spec`."""
-    return StaticResNet(arch, spec)
+    return StaticResNet(arch, spec, data_format)

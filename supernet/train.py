@@ -31,8 +31,9 @@ from infra.atomic import atomic_write_bytes
 from infra.config import differences
 from infra.jsonl import JsonLines
 from runtime.amp import amp_dtype, autocast
+from runtime.layout import data_format
 
-from .loop import Loop, Position, TrainingDiverged, check_finite
+from .loop import Loop, Pending, Position, TrainingDiverged, settle, sync_interval
 from .settings import SupernetSettings, rank_loss_weight
 
 PATH_KINDS = ("max", "min", "random")
@@ -161,14 +162,21 @@ class Trainer:
 
         runtime.seed_everything(self.seed)
         self.spec = net_spec(cfg)
-        self.model = ResNet48Supernet(self.spec)
+        self.amp = amp_dtype(s.amp, self.device, "supernet.amp")
+        self.model = ResNet48Supernet(self.spec, data_format(s.channels_last, self.amp))
         self._init_weights(s)
         self.teacher = self._build_teacher(s)
         self.smoothing, self.temperature = s.label_smoothing, s.temperature
         self.inplace = s.inplace_distill and self.teacher is None
         self.rank_loss = s.rank_loss
-        self.rank_prior = None  # {code: score} when supernet.loss.rank.cost is FIELD@RESULTS (a proxy's results)
-        if s.rank_loss["cost"] not in ("macs", "params"):
+        self.rank_prior = None  # {code: score}: a proxy's results file (cost FIELD@RESULTS) or the proxy's memo
+        self.proxy_prior = None  # cost PROXY: the proxy computed on the fly for the sampled codes (proxy_prior)
+        if s.rank_proxy is not None:
+            from .proxy_prior import ProxyPrior
+
+            self.proxy_prior = ProxyPrior(s.rank_proxy, self.spec, self.rank, self.world)
+            self.rank_prior = self.proxy_prior.table
+        elif s.rank_loss["cost"] not in ("macs", "params"):
             from .losses import read_cost_table
 
             field, _, path = s.rank_loss["cost"].partition("@")
@@ -181,7 +189,6 @@ class Trainer:
         if self.inplace and not self.schedule.sandwich:
             raise KitError("in-place distillation needs the max path as teacher: set supernet.sampler.sandwich=true "
                            "or supernet.loss.inplace_distill=false")
-        self.amp = amp_dtype(s.amp, self.device, "supernet.amp")
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if self.amp == "float16" else None
 
         self.dataset = build_dataset(data, "train", augment=True)
@@ -192,7 +199,8 @@ class Trainer:
             raise KitError(f"the training split ({len(self.dataset)} images) is smaller than one global batch "
                            f"({self.global_batch}): nothing to train on")
         self.optimizer, self.scheduler = build_optimizer(self.model, s.optim, self.global_batch,
-                                                         self.steps_per_epoch, len(self.dataset))
+                                                         self.steps_per_epoch, len(self.dataset),
+                                                         self.schedule.sandwich, "supernet.optim")
         self.dp = None
         if self.world > 1:
             self.dp = paddle.DataParallel(self.model, find_unused_parameters=True)
@@ -248,13 +256,23 @@ class Trainer:
             return self.teacher(x)
 
     def train_step(self, x, y, paths, global_step):
-        """Forward/backward every path, reduce, check, step. Returns per-path losses (floats)."""
+        """One whole step at once (`backward_step`, then its losses read, checked and applied, as with
+        sync_every 1). Returns the per-path losses (floats, averaged over ranks)."""
+        _, extra = settle(self.backward_step(x, y, paths, global_step), self.world, self.last_checkpoint)
+        return extra["path_losses"]
+
+    def backward_step(self, x, y, paths, global_step):
+        """Forward/backward every path and reduce the gradients; the update is left to the Loop
+        (`supernet.loop.Pending`): the per-path losses (and the rank loss) stay on the device until the
+        loop reads them, before the update of the step that reads them."""
         from .losses import distillation_loss, pairwise_rank_loss, smoothed_cross_entropy
 
         paddle = self.paddle
         r = self.rank_loss
         weight = rank_loss_weight(self.epoch, r["weight"], r["schedule"], r["ramp_epochs"], r["max_weight"])
         joint, ces = weight > 0, []  # with the rank loss, one backward of the sum over paths
+        if joint and self.proxy_prior is not None:  # before any forward: no graph is alive while it scores
+            new_codes = self.proxy_prior.update([p.arch for p in paths])
         teacher_logits = self._teacher_logits(x)
         losses, max_logits = [], None
         no_sync = self.dp.no_sync if self.dp is not None else contextlib.nullcontext
@@ -290,33 +308,41 @@ class Trainer:
                 total = paddle.add_n(losses) + weight * rank_loss
                 (self.scaler.scale(total) if self.scaler is not None else total).backward()
             losses = [v.detach() for v in losses]
-            self.rank_log = {"rank_weight": weight, "rank_loss": rank_loss.item()}
+            self.rank_log = {"rank_weight": weight, "rank_loss": rank_loss.detach()}  # read with the losses
             if self.rank_prior is not None:
                 self.rank_log["rank_paths"] = len(keep)  # paths the prior scored this step
-        values = paddle.stack(losses).astype("float32")
+            if self.proxy_prior is not None:  # codes the proxy scored this step (all ranks), and its wall time here
+                self.rank_log.update(prior_codes=new_codes, prior_seconds=self.proxy_prior.seconds)
+        log = dict(self.rank_log) if joint else {}  # this step's: the loop reports it up to sync_every steps late
+        figures = paddle.stack(losses + ([log["rank_loss"].reshape([])] if joint else [])).astype("float32")
         if self.world > 1:
             from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
 
             fused_allreduce_gradients(list(self.model.parameters()), None)
-            paddle.distributed.all_reduce(values)  # NaN on any rank reaches all: all stop together
-            values = values / self.world
-        values = values.numpy().tolist()
-        for path, v in zip(paths, values, strict=True):
-            try:
-                check_finite({"loss": v}, f"global step {global_step + 1} (epoch {self.epoch + 1}, batch "
-                             f"{self.step + 1}/{self.steps_per_epoch}) on the {path.kind} path {path.arch.code()}",
-                             self.last_checkpoint)
-            except TrainingDiverged:
-                self.optimizer.clear_grad(set_to_zero=False)
-                raise
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)  # unscales; skips the update when a gradient overflowed
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.clear_grad(set_to_zero=False)
-        self.scheduler.step()
-        return values
+        where_step = (f"global step {global_step + 1} (epoch {self.epoch + 1}, batch {self.step + 1}/"
+                      f"{self.steps_per_epoch})")
+        codes = [p.arch.code() for p in paths]
+
+        def where(i):
+            return (f"{where_step} on the {paths[i].kind} path {codes[i]}" if i < len(paths)
+                    else f"{where_step} in the rank loss")
+
+        def report(floats):
+            per_path = floats[:len(paths)]
+            rank_log = {**log, "rank_loss": floats[len(paths)]} if joint else log
+            self.rank_log = rank_log
+            return mean_by_kind(paths, per_path), {"path_losses": per_path, "rank_log": rank_log, "codes": codes}
+
+        def update():
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)  # unscales; skips the update when a gradient overflowed
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.clear_grad(set_to_zero=False)
+            self.scheduler.step()
+
+        return Pending(figures, update, report, where, discard=lambda: self.optimizer.clear_grad(set_to_zero=False))
 
     # --- checkpoints --------------------------------------------------------------------------
     def _ckpt_path(self, global_step):
@@ -453,25 +479,23 @@ class Trainer:
             print(f"resuming from {self.last_checkpoint}: epoch {epoch + 1}, batch {start_step + 1}, "
                   f"global step {global_step + 1}", flush=True)
         rate = {"t": time.perf_counter(), "n": 0}
-        paths_of_step = {}
         paths_source = (PathsAhead(self.schedule, self.steps_per_epoch) if str(self.device).startswith("gpu")
                         else self.schedule)
 
         def step(epoch, step, x, y, global_step):
             self.epoch, self.step = epoch, step
-            paths = paths_of_step["paths"] = paths_source.paths(epoch, step)
-            return mean_by_kind(paths, self.train_step(x, y, paths, global_step))
+            return self.backward_step(x, y, paths_source.paths(epoch, step), global_step)
 
         def after_step(done):
             rate["n"] += done.images * self.world
             if not self.main or not (done.global_step % self.log_every == 0 or done.end_of_epoch):
                 return
-            now = time.perf_counter()
+            now = done.clock  # the step's own time: its record may come up to sync_every steps late
             ips = rate["n"] / max(now - rate["t"], 1e-9)
             rate["t"], rate["n"] = now, 0
             log.write({"type": "step", "time": time.time(), "epoch": done.epoch + 1, "step": done.step,
-                       "global_step": done.global_step, "lr": done.lr, "loss": done.values, **self.rank_log,
-                       "images_per_s": ips, "codes": [p.arch.code() for p in paths_of_step["paths"]]})
+                       "global_step": done.global_step, "lr": done.lr, "loss": done.values,
+                       **done.extra["rank_log"], "images_per_s": ips, "codes": done.extra["codes"]})
             for k, v in done.values.items():
                 scalars.add(f"loss/{k}", v, done.global_step)
             scalars.add("lr", done.lr, done.global_step)
@@ -493,10 +517,11 @@ class Trainer:
 
         loop = Loop(self.loader, self.epochs, self.steps_per_epoch, lr=self.optimizer.get_lr, world=self.world,
                     ledger=ledger, progress=progress, every_steps=self.every_steps, max_steps=self.max_steps,
-                    set_rng=self.runtime.set_rng_state)
+                    set_rng=self.runtime.set_rng_state, sync_every=sync_interval(self.settings.sync_every, self.device))
         try:
             reached = loop.run(step, Position(epoch, start_step, global_step), rng=self.rng_to_restore,
-                               after_step=after_step, save=self.save, after_epoch=after_epoch)
+                               after_step=after_step, save=self.save, after_epoch=after_epoch,
+                               last_checkpoint=lambda: self.last_checkpoint)
             epoch, global_step = reached.epoch, reached.global_step
         finally:
             if paths_source is not self.schedule:

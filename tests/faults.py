@@ -14,8 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUPERNET_FAULT = """
 import os, signal
 from supernet import losses, train
-original = train.Trainer.train_step
-def train_step(self, x, y, paths, global_step):
+original = train.Trainer.backward_step
+def backward_step(self, x, y, paths, global_step):
     if "{kind}" == "kill" and global_step == {step}:
         os.kill(os.getpid(), signal.SIGKILL)
     if "{kind}" == "nan" and global_step + 1 == {step}:
@@ -26,7 +26,7 @@ def train_step(self, x, y, paths, global_step):
         finally:
             losses.smoothed_cross_entropy = ce
     return original(self, x, y, paths, global_step)
-train.Trainer.train_step = train_step
+train.Trainer.backward_step = backward_step
 """
 
 # Standalone training: every loss from the `call`-th cross-entropy on (1-based) is NaN.

@@ -123,6 +123,30 @@ def test_two_launched_ranks_cover_every_id_exactly_once(setup, reference):
     assert without_seconds((out / "results.json").read_text()) == without_seconds(reference)
 
 
+@pytest.mark.slow
+def test_ranks_with_nothing_left_still_join_the_shared_decode(setup, reference):
+    # the images are decoded once over the ranks: a rank whose codes are all done must still send its share
+    # (a rank that stayed out would leave the others waiting in the all-gather for ever)
+    out = setup["dir"] / "one-rank-left"
+    killed = cli(setup, out, fault=EVALUATE_KILL.format(records=5))  # net0..net4 done on one rank
+    assert killed.returncode == -9, killed.stderr
+    proc = cli(setup, out, launch=True)  # rank 0's share (net0, net2, net4) is done; rank 1 has net5 left
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "6 codes, 5 already done; rank 0 of 2: 0 of its 3 to evaluate" in proc.stdout
+    assert shard_ids(out / "shard-00001.jsonl") == ["net5"]
+    assert without_seconds((out / "results.json").read_text()) == without_seconds(reference)
+    # one code for two ranks: rank 1 has no share at all, and a one-image share is padded for the gather
+    one = setup["dir"] / "one-code"
+    archs = setup["dir"] / "one-code.json"
+    first = json.loads(reference)[0]
+    write_arch_list(archs, [ArchEntry(first["id"], first["code"])])
+    proc = cli({**setup, "archs": str(archs)}, one, "evaluate.subset=1", launch=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    alone = setup["dir"] / "one-code-alone"
+    assert cli({**setup, "archs": str(archs)}, alone, "evaluate.subset=1").returncode == 0
+    assert without_seconds((one / "results.json").read_text()) == without_seconds((alone / "results.json").read_text())
+
+
 def test_changed_settings_in_the_same_directory_are_refused(setup, reference, capsys):
     out = setup["dir"] / "reference"
     rc = main(["run", "--config", setup["config"], "--checkpoint", setup["ckpt"], "--archs", setup["archs"],

@@ -110,3 +110,104 @@ def test_the_pinned_setting_names_the_weights_and_an_in_memory_model_has_none(se
     with pytest.raises(KitError, match="in memory has no weights to pin"):
         O.Oracle(config(setup), model=oracle.source.load(oracle.spec)).pinned()
     assert np.isfinite(oracle.score_one(CODES[0])["loss"])
+
+
+# Under 2 gloo ranks (or one plain process): the evaluation images and calibration batches decoded across
+# ranks, with rounds of two images (many all-gather rounds, shares of unequal length), one image for two
+# ranks, rank 1 contributing only (keep=False), and rank 1 failing to decode: every case saved per rank.
+ACROSS_RANKS = """
+import json, os, sys
+sys.path.insert(0, {root!r})
+from runtime import cpu_speed
+cpu_speed.default_threads()
+import numpy as np
+from evaluate import oracle as O
+from evaluate.settings import EvalSettings
+from imagedata import datasets, loaders
+from infra.config import resolve
+from runtime.device import init_distributed
+
+decoded = [0]
+real_getitem = datasets.SampleDataset.__getitem__
+def counting(self, key):
+    decoded[0] += 1
+    return real_getitem(self, key)
+datasets.SampleDataset.__getitem__ = counting
+loaders.GATHER_ROUND_BYTES = 2 * 3 * 32 * 32  # two 3x32x32 uint8 images per rank and round
+rank, world = init_distributed()
+out, overrides = sys.argv[1], sys.argv[2:]
+cfg = resolve({demo!r}, overrides=overrides)
+settings = EvalSettings.from_config(cfg)
+eval_set = O.build_eval_set(cfg, settings, on_gpu=False, across_ranks=True)
+calib = O.build_calibration_batches(cfg, settings, across_ranks=True)
+saved = dict(eval_images=eval_set.images.numpy(), eval_labels=eval_set.labels.numpy(),
+             calib=np.stack([b.numpy() for b in calib]))
+counts = {{"eval_and_calib": decoded[0]}}
+one = resolve({demo!r}, overrides=[*overrides, "evaluate.subset=1"])
+saved["one"] = O.build_eval_set(one, EvalSettings.from_config(one), on_gpu=False, across_ranks=True).images.numpy()
+dataset = O._split_dataset(cfg, "val", augment=False)
+got = loaders.gather(dataset, np.arange(len(dataset))[::-1], across_ranks=True, keep=rank == 0)
+counts["contributor_got"] = None if got is None else len(got[0])
+if got is not None:
+    saved["reversed"], saved["reversed_labels"] = got
+if rank == 1:  # (a dataset raising inside Paddle's loader thread hangs that loader itself: fail just after it)
+    loaders._decode = lambda *a: (_ for _ in ()).throw(RuntimeError("disk gone"))
+try:
+    loaders.gather(dataset, np.arange(len(dataset)), across_ranks=True)
+    counts["error"] = None
+except Exception as e:
+    counts["error"] = f"{{type(e).__name__}}: {{e}}"
+np.savez(os.path.join(out, f"rank{{rank}}.npz"), **saved)
+with open(os.path.join(out, f"rank{{rank}}.json"), "w") as f:
+    json.dump(counts, f)
+"""
+
+
+@pytest.mark.slow
+def test_images_decoded_across_two_ranks_equal_one_process_decoding_them_all(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from test_data_images import write_image_tree
+
+    tree = write_image_tree(str(tmp_path / "tree"), per_class=4, val_per_class=3)  # 9 val images, a corrupt one
+    driver = tmp_path / "driver.py"
+    driver.write_text(ACROSS_RANKS.format(root=ROOT, demo=os.path.join(ROOT, "configs", "demo.yaml")))
+    overrides = ["device=cpu", "data.name=imagenet", f"data.image_dir={tree}", "data.layout=folders",
+                 "data.holdout=null", "data.resolution=32", "data.val_resize=36", "data.num_workers=0",
+                 "model.in_channels=3", "evaluate.subset=0", "evaluate.calibration.mode=recalibrate",
+                 "evaluate.calibration.batches=3", "evaluate.calibration.batch_size=4",
+                 "evaluate.calibration.augment=true"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    runs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"out{nproc}"
+        out.mkdir()
+        cmd = [sys.executable, str(driver), str(out), *overrides]
+        if nproc > 1:
+            cmd[1:1] = ["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / "logs")]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+        logs = "".join(p.read_text() for p in sorted((tmp_path / "logs").glob("*"))) if nproc > 1 else ""
+        assert proc.returncode == 0, (proc.stdout + proc.stderr + logs)[-4000:]
+        runs[nproc] = [(dict(np.load(out / f"rank{r}.npz")), json.loads((out / f"rank{r}.json").read_text()))
+                       for r in range(nproc)]
+    (alone, alone_counts), = runs[1]
+    assert alone["eval_images"].shape == (9, 3, 32, 32) and alone["calib"].shape == (3, 4, 3, 32, 32)
+    for r, (arrays, _) in enumerate(runs[2]):
+        for key in ("eval_images", "eval_labels", "calib", "one"):  # bit for bit, on both ranks
+            assert np.array_equal(arrays[key], alone[key]), (r, key)
+    # each image decoded once in the job: 9 evaluation + 12 calibration images, shared 5 + 6 and 4 + 6
+    (rank0, counts0), (rank1, counts1) = runs[2]
+    assert alone_counts["eval_and_calib"] == 21
+    assert (counts0["eval_and_calib"], counts1["eval_and_calib"]) == (11, 10)
+    # a contributing rank gets nothing back; the keeping one gets the images in the order asked for
+    assert counts1["contributor_got"] is None and counts0["contributor_got"] == 9
+    assert np.array_equal(rank0["reversed"], alone["reversed"]) and "reversed" not in rank1
+    assert np.array_equal(rank0["reversed_labels"], alone["reversed_labels"])
+    assert np.array_equal(alone["reversed_labels"][::-1], alone["eval_labels"])
+    # a rank that cannot decode its share stops both: its own error, and one line naming it on the other
+    assert counts1["error"] == "RuntimeError: disk gone" and alone_counts["error"] is None
+    assert counts0["error"] == ("DataError: rank(s) 1 could not decode their share of the images "
+                                "(their logs say why)")

@@ -24,8 +24,12 @@ def test_the_demo_section_read_once_equals_the_config_key_by_key():
         assert getattr(s.calibration, attr) == get(cfg, f"evaluate.calibration.{attr}"), attr
     assert s.calibration.mode == "recalibrate" and s.subset == 5000  # the demo's kit protocol
     # what a results manifest pins: the data section minus file locations and loader speed
+    # (jpeg_draft only when on: manifests from before the key, all of full decodes, still match)
     data = {k: v for k, v in cfg["data"].items() if k not in ("image_dir", "fashion_mnist_dir", "layout",
-                                                               "num_workers")}
+                                                               "num_workers", "jpeg_draft")}
+    assert cfg["data"]["jpeg_draft"] is False
+    drafted = EvalSettings.from_config(resolve(DEMO, overrides=["data.jpeg_draft=true"]))
+    assert drafted.images()["data"] == {**data, "jpeg_draft": True}
     assert s.images() == {"data": data, "split": "val", "subset": 5000, "subset_seed": get(cfg, "evaluate.subset_seed")}
     assert s.calibration_batches() == {"mode": "recalibrate", "data": data, "batches": s.calibration.batches,
                                        "batch_size": s.calibration.batch_size, "seed": s.calibration.seed,

@@ -103,8 +103,9 @@ def test_cpu_smoke_runs_every_step_without_a_failure(tmp_path):
     assert "review's estimate" in checks["all 45,000 codes, ImageNet defaults"]["figure"]
     assert checks["per-subnet cost split, fp32"]["figure"].startswith("recalibration ")
     assert "decoding alone predicts >= " in checks["naive per-subnet loop"]["figure"]
-    # two ranks (gloo here): trained, resumed on one, and a 2-rank evaluation equal to a 1-rank one
-    for name in ("2-rank training, fingerprints", "resumed on one rank", "2-rank evaluation = 1-rank"):
+    # two ranks (gloo here): killed, resumed on one as if stopped cleanly, and a 2-rank evaluation equal to a 1-rank one
+    for name in ("2-rank run killed (SIGKILL)", "resumed on one rank", "2-rank training, fingerprints",
+                 "killed + resumed = stopped + resumed", "2-rank evaluation = 1-rank"):
         assert checks[name]["verdict"] == "pass", checks[name]
     # bf16 is judged on a net that learnt the learnable images (well above chance), not on step 4's noise net
     assert checks["supernet trained on learnable images"]["values"]["mean_top1"] >= 0.5
@@ -140,3 +141,46 @@ def test_figures_are_not_checks_and_the_naive_ratio_is_judged_against_the_decode
     # 10,000 images decoded at 2,000 images/s (5 s) beside the kit's 1 s of forward passes: 6x expected
     assert gpu_check.naive_ratio_expected(10000, 2000.0, 1.0) == pytest.approx(6.0)
     assert gpu_check.naive_ratio_expected(10000, None, 1.0) is None
+
+
+def test_the_two_gpu_step_skips_below_two_gpus_and_launches_on_the_cards(gpu_check, monkeypatch, tmp_path):
+    import argparse
+
+    import paddle
+
+    args = argparse.Namespace(cpu_smoke=False, device="auto", overrides=[])
+    ctx = gpu_check.Context(args, gpu_check.GPU_SIZES, str(tmp_path))
+    ctx.device = "gpu:0"  # what step 1 selects on a one-GPU machine
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 1)
+    step = gpu_check.Step(8)
+    gpu_check.step_two_ranks(ctx, step)
+    assert step.checks == [{"name": "two ranks", "verdict": "skipped",
+                            "figure": "skipped: 1 GPU(s) visible, this step needs 2"}]
+    assert step.verdict() == "skipped"
+    # on GPUs the launcher binds the ranks to the first cards; gloo CPU processes otherwise
+    assert gpu_check.launcher(ctx, 2, "logs")[-4:] == ["--gpus", "0,1", "--log_dir", "logs"]
+    ctx.device = "cpu"
+    assert gpu_check.launcher(ctx, 2, "logs")[-4:] == ["--nproc_per_node", "2", "--log_dir", "logs"]
+    assert gpu_check.launcher(ctx, 1, "logs") == [sys.executable]
+
+
+@pytest.mark.slow
+def test_two_ranks_killed_resume_on_one_bit_identically_and_evaluate_as_one(gpu_check, monkeypatch, tmp_path):
+    # step 8 on two gloo processes (its CPU route), after the steps it needs: the device and the image folder
+    monkeypatch.setattr(gpu_check, "STEPS", tuple((n, fn) for n, fn in gpu_check.STEPS if n in (1, 2, 8)))
+    out = tmp_path / "report.json"
+    assert gpu_check.main(["--cpu-smoke", "--out", str(out), "--dir", str(tmp_path / "work")]) == 0
+    step = json.loads(out.read_text())["steps"][-1]
+    checks = {c["name"]: c for c in step["checks"]}
+    assert step["step"] == 8 and [c["verdict"] for c in step["checks"]] == ["pass"] * 5, step["checks"]
+    assert list(checks) == ["2-rank run killed (SIGKILL)", "resumed on one rank", "2-rank training, fingerprints",
+                            "killed + resumed = stopped + resumed", "2-rank evaluation = 1-rank"]
+    killed = step["details"]["killed"]
+    # SIGKILLed mid-run, at or after the mid-run checkpoint (every 3 of the 6 steps) and before the end
+    assert killed["killed"] and killed["workers"] == 2 and not killed["left"] and killed["checkpoint"] == 3
+    same = checks["killed + resumed = stopped + resumed"]["values"]
+    assert same["differ"] == 0 and same["tensors"] > 100
+    log = [json.loads(line) for line in (tmp_path / "work" / "two_ranks_killed" / "train_log.jsonl").open()]
+    assert [r["global_step"] for r in log if r["type"] == "resume"] == [3]
+    assert [r["global_step"] for r in log if r["type"] == "step"] == [1, 2, 3, 4, 5, 6]
+    assert [r["ranks"] for r in log if r["type"] == "checkpoint"] == [2, 1]  # step 3 on two ranks, 6 on one

@@ -131,3 +131,34 @@ def test_standalone_ground_truth_is_the_saved_models_and_resumes_on_one_rank(tmp
     resumed = json.loads((out / "result.json").read_text())
     assert resumed["world_size"] == 1 and [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["history"][0] == result["history"][0]  # epoch 1 came from the 2-rank sitting
+
+
+@pytest.mark.slow
+def test_two_ranks_rank_check_decodes_its_images_once_and_scores_like_one_process(tmp_path):
+    # item 14: the rank check's evaluation images and calibration batch are decoded over the two ranks and
+    # all-gathered; its accuracies equal one process scoring the saved supernet on images it decoded alone
+    needs_cpu_ranks()
+    from encoding import RELEASED, ArchEntry, net_spec, write_arch_list
+    from evaluate.evaluator import SubnetEvaluator
+    from evaluate.oracle import build_calibration_batches, build_eval_set
+    from evaluate.settings import EvalSettings
+    from train_supernet import load_config
+
+    images = make_image_folder(tmp_path / "images")  # 16 validation images: 8 per rank
+    codes = [a.code() for a in RELEASED.sample_many(4, seed=2)]
+    gt = tmp_path / "gt.json"
+    write_arch_list(gt, [ArchEntry(f"arch{i + 1}", c, acc) for i, (c, acc) in
+                         enumerate(zip(codes, [0.7, 0.6, 0.75, 0.65], strict=True))])
+    out = str(tmp_path / "run")
+    evaluation = ["evaluate.subset=0", "evaluate.batch_size=8", "evaluate.calibration.batches=1",
+                  "evaluate.calibration.batch_size=8"]
+    base = [DEMO, *tiny_overrides(images, out, "supernet.epochs=1", f"supernet.rank_check.gt={gt}", *evaluation)]
+    proc, logs = launch(tmp_path, "two", "train_supernet", base, nproc=2)
+    assert proc.returncode == 0, logs
+    check, = records(out, "rank_check")
+    cfg, _ = load_config([DEMO, *tiny_overrides(images, out, *evaluation,
+                                                f"evaluate.checkpoint={out}/supernet.pdparams")])
+    settings = EvalSettings.from_config(cfg)
+    evaluator = SubnetEvaluator(settings.source().load(net_spec(cfg)), build_eval_set(cfg, settings, on_gpu=False), 8,
+                                "recalibrate", build_calibration_batches(cfg, settings))
+    assert {f"arch{i + 1}": evaluator.evaluate(c)["top1"] for i, c in enumerate(codes)} == check["top1"]

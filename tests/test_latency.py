@@ -34,7 +34,7 @@ latency:
 
 TABLE_KEYS = {"kind", "format", "device", "runtime", "runtime_versions", "paddle_version", "threads", "resolution",
               "batch_sizes", "warmup", "repeats", "rounds", "seed", "sample", "archs", "config", "model", "created",
-              "codes"}
+              "energy", "codes"}
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,11 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def table_path(workdir):
     out = workdir / "lat.json"
-    rc = LAT.main(["--config", str(workdir / "cfg.yaml"), "--archs", str(workdir / "archs.json"),
-                   "--sample", "4", "--seed", "5", "--batch-sizes", "1,2", "latency.repeats=2", "--rounds", "2"] +
-                  ["--out", str(out)])
+    with pytest.MonkeyPatch.context() as mp:  # no RAPL, whatever this machine has (tests/test_latency_energy.py)
+        mp.setattr(LAT.L, "RAPL_ROOT", str(workdir / "no-powercap"))
+        rc = LAT.main(["--config", str(workdir / "cfg.yaml"), "--archs", str(workdir / "archs.json"),
+                       "--sample", "4", "--seed", "5", "--batch-sizes", "1,2", "latency.repeats=2", "--rounds", "2"] +
+                      ["--out", str(out)])
     assert rc == 0
     return out
 
@@ -65,6 +67,9 @@ def test_table_has_declared_keys_and_costs(table_path, workdir):
     assert table["sample"] == 4 and table["seed"] == 5
     assert table["threads"]["cpu_count"] >= 1 and "OMP_NUM_THREADS" in table["threads"]
     assert table["model"] == SPEC.to_dict()
+    assert table["energy"] == {"measured": False, "reason": f"no readable RAPL counters under "
+                               f"{workdir / 'no-powercap'} (absent, as in most VMs and containers, or energy_uj "
+                               f"readable by root only)"}
     # the seeded sample: 4 of the 8 entries, in file order, the same as select_entries picks
     entries = LAT.read_arch_list(workdir / "archs.json")
     picked = LAT.select_entries(entries, 4, 5)
@@ -72,7 +77,7 @@ def test_table_has_declared_keys_and_costs(table_path, workdir):
     assert [r["code"] for r in table["codes"]] == [e.code for e in picked]
     params, macs = costs([e.code for e in picked], SPEC, resolution=28)
     for row, p, m in zip(table["codes"], params, macs, strict=True):
-        assert set(row) == {"id", "code", "macs", "params", "latency"}
+        assert set(row) == {"id", "code", "macs", "params", "latency", "energy"} and row["energy"] is None
         assert (row["macs"], row["params"]) == (int(m), int(p))
         assert set(row["latency"]) == {"1", "2"}
         for cell in row["latency"].values():
@@ -90,7 +95,7 @@ def test_params_in_table_match_the_built_model(table_path):
 
 
 def test_median_and_iqr_of_timed_runs(monkeypatch, workdir):
-    monkeypatch.setattr(LAT, "time_forward", lambda *a: np.array([4.0, 1.0, 100.0, 3.0, 2.0]))
+    monkeypatch.setattr(LAT, "time_forward", lambda *a: (np.array([4.0, 1.0, 100.0, 3.0, 2.0]), None))
     rows = LAT.measure([ArchEntry("a", RELEASED.min_arch().code())], SPEC, [1, 3], 28, 0, 5, progress=False)
     # sorted 1,2,3,4,100: median 3, quartiles 2 and 4
     assert rows[0]["latency"] == {"1": {"median_ms": 3.0, "iqr_ms": 2.0}, "3": {"median_ms": 3.0, "iqr_ms": 2.0}}
@@ -99,9 +104,9 @@ def test_median_and_iqr_of_timed_runs(monkeypatch, workdir):
 def test_rounds_pool_runs_per_code(monkeypatch):
     calls = []
 
-    def fake_time_forward(model, x, warmup, repeats, sync):
+    def fake_time_forward(model, x, warmup, repeats, sync, meter):
         calls.append((model.arch.code(), x.shape[0]))
-        return np.array([1.0, 2.0, 3.0]) if len(calls) <= 4 else np.array([10.0, 20.0, 30.0])
+        return (np.array([1.0, 2.0, 3.0]) if len(calls) <= 4 else np.array([10.0, 20.0, 30.0])), None
 
     monkeypatch.setattr(LAT, "time_forward", fake_time_forward)
     codes = [a.code() for a in RELEASED.sample_many(2, seed=0)]
@@ -126,8 +131,8 @@ def test_input_resolution_falls_back_to_data_then_code():
 
 def test_time_forward_counts_every_repeat():
     calls = []
-    times = LAT.time_forward(lambda x: calls.append(x), "x", warmup=2, repeats=5, sync=lambda: None)
-    assert len(calls) == 7 and times.shape == (5,) and (times >= 0).all()
+    times, joules = LAT.time_forward(lambda x: calls.append(x), "x", warmup=2, repeats=5, sync=lambda: None)
+    assert len(calls) == 7 and times.shape == (5,) and (times >= 0).all() and joules is None
 
 
 def test_select_entries_is_seeded_and_ordered():

@@ -4,7 +4,7 @@ written, where max_steps stops, how a resumed run restores its RNG state, and th
 import numpy as np
 import pytest
 
-from supernet.loop import EpochDone, Loop, Position, TrainingDiverged, check_finite
+from supernet.loop import EpochDone, Loop, Pending, Position, TrainingDiverged, check_finite
 
 
 class FakeLoader:
@@ -29,7 +29,8 @@ def run(loader, epochs, position=None, rng=None, **kwargs):
 
     def step(epoch, index, x, y, global_step):
         events.append(("step", epoch, index, int(x[0, 0]), global_step))
-        return {"a": float(global_step), "b": 1.0}
+        return Pending([float(global_step), 1.0], lambda: None, lambda f: ({"a": f[0], "b": f[1]}, {}),
+                       lambda i: f"step {global_step + 1}")
 
     reached = loop.run(step, position, rng=rng,
                        end_epoch=lambda done: events.append(("end_epoch", done)),

@@ -1,4 +1,4 @@
-"""The zero-cost proxies (evaluate/proxies.py) against independent numpy routes on tiny nets: synflow's
+"""The zero-cost proxies (supernet/proxies.py) against independent numpy routes on tiny nets: synflow's
 closed form on a linear chain, NASWOT's kernel on hand-made codes, Zen-score's two terms separately,
 grad-norm's gradient by hand; and their seeding."""
 
@@ -8,9 +8,9 @@ import pytest
 from fakedata import kit_config
 from paddle import nn
 
+import supernet.proxies as P
 from encoding import DOCUMENTED, NetSpec
-from evaluate import proxies as P
-from evaluate.proxy_run import ProxyError, ProxySettings
+from supernet.proxy_settings import ProxyError, ProxySettings
 
 TINY = NetSpec(width_mult=0.125, divisor=2, in_channels=1, num_classes=10)
 

@@ -55,7 +55,12 @@ def test_the_prior_orders_the_scored_paths_and_leaves_the_others_out(image_dir, 
 
 
 def test_a_bad_prior_is_refused_before_training(image_dir, tmp_path):  # noqa: F811
-    with pytest.raises(ConfigError, match=r"got 'zen' \(or FIELD@RESULTS"):
-        trainer(image_dir, tmp_path, "supernet.loss.rank.cost=zen")
+    with pytest.raises(ConfigError, match=r"rank.cost must be macs or params, a proxy computed per sampled code "
+                                          r"\(zen, synflow, naswot, gradnorm\) or FIELD@RESULTS .*got 'zenn'$"):
+        trainer(image_dir, tmp_path, "supernet.loss.rank.cost=zenn")
+    with pytest.raises(ConfigError, match=r"got 'zen@'$"):  # FIELD@ without its file
+        trainer(image_dir, tmp_path, "supernet.loss.rank.cost=zen@")
+    with pytest.raises(KitError, match="naswot needs evaluate.proxies.batch_size >= 2"):  # the proxy's settings too
+        trainer(image_dir, tmp_path, "supernet.loss.rank.cost=naswot", "evaluate.proxies.batch_size=1")
     with pytest.raises(ConfigError, match="absent.json is not a file"):
         trainer(image_dir, tmp_path, f"supernet.loss.rank.cost=zen@{tmp_path / 'absent.json'}")

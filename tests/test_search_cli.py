@@ -195,15 +195,23 @@ def test_kill_9_then_rerun_gives_the_same_front(setup, reference, where, n):
     assert len(ids) == len(set((r["setting"], r["id"]) for r in scores(out) if r["id"]))  # nothing scored twice
 
 
-def write_latency_table(path, cfg, resolution=16, model=None):
+def synthetic_energy(arch, macs):
+    """mJ per image of the synthetic tables: another mix of blocks and MACs than their latency."""
+    return 1.0 + 0.2 * sum(arch.depths) + macs * 4e-7
+
+
+def write_latency_table(path, cfg, resolution=16, model=None, energy=False):
     spec = net_spec(cfg)
     archs = RELEASED.sample_many(40, seed=11, depth_uniform=True)
     macs = costs(archs, spec, resolution)[1]
     path.write_text(json.dumps({
         "kind": TABLE_KIND, "format": 1, "device": "synthetic", "resolution": resolution, "batch_sizes": [1],
         "model": model or spec.to_dict(),
+        "energy": {"measured": True, "method": "rapl"} if energy else {"measured": False, "reason": "no RAPL here"},
         "codes": [{"id": f"a{i}", "code": a.code(), "macs": int(m), "params": 0,
-                   "latency": {"1": {"median_ms": 0.2 + 0.03 * sum(a.depths) + m * 1e-6, "iqr_ms": 0.0}}}
+                   "latency": {"1": {"median_ms": 0.2 + 0.03 * sum(a.depths) + m * 1e-6, "iqr_ms": 0.0}},
+                   "energy": {"1": {"mj_per_image": synthetic_energy(a, m), "joules": 0.0, "images": 1}}
+                   if energy else None}
                   for i, (a, m) in enumerate(zip(archs, macs, strict=True))]}))
     return str(path)
 
@@ -224,6 +232,25 @@ def test_a_latency_budget_with_a_transferred_predictor(setup, capsys):
     assert "latency predictor (transfer" in capsys.readouterr().out
 
 
+def test_an_energy_budget_beside_a_latency_budget(setup, capsys):
+    table = write_latency_table(setup["dir"] / "energy.json", setup["cfg"], energy=True)
+    rows = json.loads(open(table).read())["codes"]
+    limit = float(np.median([r["energy"]["1"]["mj_per_image"] for r in rows]))
+    out = setup["dir"] / "energy"
+    assert main(args(setup, out, "--budget", f"latency_ms=1.0@{table}", "search.generations=1",
+                     budget=f"energy_mj={limit}@{table}")) == 0
+    front = json.loads((out / "front.json").read_text())
+    assert front["objectives"] == ["top1", "energy_mj", "latency_ms"]
+    report = front["energy_predictor"]["source"]
+    assert report["target"] == "energy_mj" and report["fit"] == 30 and report["srcc"] > 0.9
+    assert front["latency_predictor"]["source"]["target"] == "latency_ms"
+    best = front["best_per_budget"][f"energy_mj={limit}@{table}"]["full"]
+    assert best["costs"]["energy_mj"] <= limit
+    for e in front["front"]:  # every code meets one budget or the other
+        assert e["costs"]["energy_mj"] <= limit or e["costs"]["latency_ms"] <= 1.0
+    assert "energy predictor (source" in capsys.readouterr().out
+
+
 def test_without_a_screen_the_search_scores_with_the_full_setting_and_rescores_nothing(setup):
     out = setup["dir"] / "unscreened"
     assert main(args(setup, out, "search.screen=null", "search.generations=1")) == 0
@@ -240,6 +267,7 @@ def test_bad_input_is_one_line_before_anything_runs(setup, capsys, tmp_path):
     spec = net_spec(setup["cfg"])
     cheapest = int(costs([RELEASED.min_arch()], spec, 16)[1][0])
     other_cfg = write_latency_table(tmp_path / "other.json", setup["cfg"], resolution=32)
+    no_energy = write_latency_table(tmp_path / "no-energy.json", setup["cfg"])
     trained = tmp_path / "run"
     trained.mkdir()
     (trained / "config.yaml").write_text("supernet:\n  sampler:\n    space: released\n")
@@ -250,9 +278,12 @@ def test_bad_input_is_one_line_before_anything_runs(setup, capsys, tmp_path):
          f"error: budget 'macs=1000' cannot be met in space 'released': its cheapest code {RELEASED.min_arch().code()} "
          f"has {cheapest} MACs (limit 1000)"),
         (args(setup, tmp_path / "o2", budget="flops=1e9"),
-         "error: budget 'flops=1e9': unknown cost 'flops'; known: macs, params, latency_ms"),
+         "error: budget 'flops=1e9': unknown cost 'flops'; known: macs, params, latency_ms, energy_mj"),
         (args(setup, tmp_path / "o3", budget=f"latency_ms=5@{other_cfg}"),
          f"error: {other_cfg} is a latency table of another config: measured at 32 px, this search's input is 16 px"),
+        (args(setup, tmp_path / "o7", budget=f"energy_mj=5@{no_energy}"),
+         f"error: {no_energy} has no energy measurements: no RAPL here; an energy_mj budget needs a table from "
+         f"`python -m evaluate latency` where RAPL or NVML reads energy"),
         (["run", "--config", setup["config"], "--checkpoint", str(ckpt), "--out", str(tmp_path / "o4"),
           "--space", "documented"],
          f"error: checkpoint {ckpt} is of space 'released' (its run's {trained / 'config.yaml'}): searching space "
@@ -266,7 +297,7 @@ def test_bad_input_is_one_line_before_anything_runs(setup, capsys, tmp_path):
         assert main(argv) == 1
         err = capsys.readouterr().err.strip()
         assert err == message
-    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 7))
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 8))
 
 
 @pytest.mark.slow

@@ -35,12 +35,21 @@ def known_latency(arch, scale=1.0, offset=0.0):
     return scale * ms + offset
 
 
-def table(archs, latency, model=None, resolution=RES):
+def table(archs, latency, model=None, resolution=RES, energy=None):
+    """A synthetic latency table; with `energy` (code -> mJ per image) also its energy column."""
+    measured = {"measured": True, "method": "rapl"} if energy else {"measured": False, "reason": "no RAPL here"}
     return {"kind": TABLE_KIND, "format": 1, "device": "synthetic", "resolution": resolution, "batch_sizes": [1],
-            "model": model or SPEC.to_dict(),
+            "model": model or SPEC.to_dict(), "energy": measured,
             "codes": [{"id": f"a{i}", "code": a.code(), "macs": 0, "params": 0,
-                       "latency": {"1": {"median_ms": float(latency(a)), "iqr_ms": 0.0}}}
+                       "latency": {"1": {"median_ms": float(latency(a)), "iqr_ms": 0.0}},
+                       "energy": {"1": {"mj_per_image": float(energy(a)), "joules": 0.0, "images": 1}} if energy
+                       else None}
                       for i, a in enumerate(archs)]}
+
+
+def known_energy(arch):
+    """2 mJ + 0.3 mJ per block + 5 nJ per MAC of stages 1-2 and 9 nJ per MAC of stages 3-4: not latency's mix."""
+    return 2.0 + sum(0.3 * d + m * (5e-6 if s < 2 else 9e-6) for s, (d, m) in enumerate(stage_terms(arch)))
 
 
 ARCHS = RELEASED.sample_many(80, seed=5, depth_uniform=True)
@@ -66,6 +75,32 @@ def test_a_known_linear_latency_is_recovered(tmp_path):
     # (the weights themselves are not unique here: at 1/8 width every released stage-1 digit is 8 channels, so
     # stage 1's channels and MACs are multiples of its depth; the predictions are what must be right)
     assert (model.weights >= 0).all()
+
+
+def test_a_known_linear_energy_is_recovered_from_the_tables_energy_column():
+    model, report = fit_table(table(ARCHS, known_latency, energy=known_energy), SPEC, RES, batch_size=1,
+                              holdout=0.25, seed=0, target="energy_mj")
+    assert report["target"] == "energy_mj" and report["fit"] == 60 and report["held_out"] == 20
+    assert report["srcc"] == pytest.approx(1.0) and report["srcc_macs"] < 0.99
+    fresh = RELEASED.sample_many(30, seed=99)
+    assert model.predict(fresh) == pytest.approx([known_energy(a) for a in fresh], rel=1e-6)
+    assert not np.allclose(model.predict(fresh), [known_latency(a) for a in fresh])  # its own column, not latency's
+    latency, _ = fit_table(table(ARCHS, known_latency, energy=known_energy), SPEC, RES, 1)
+    assert latency.predict(fresh) == pytest.approx([known_latency(a) for a in fresh], rel=1e-6)
+
+
+def test_an_energy_predictor_refuses_a_table_without_energy():
+    with pytest.raises(LatencyModelError, match=r"^t.json has no energy measurements: no RAPL here; an "
+                                                r"energy_mj budget needs a table from `python -m evaluate latency` "
+                                                r"where RAPL or NVML reads energy$"):
+        fit_table(table(ARCHS, known_latency), SPEC, RES, 1, path="t.json", target="energy_mj")
+    old = table(ARCHS, known_latency)
+    del old["energy"]
+    with pytest.raises(LatencyModelError, match=r"has no energy measurements: the table predates energy"):
+        fit_table(old, SPEC, RES, 1, path="t.json", target="energy_mj")
+    other = dict(SPEC.to_dict(), width_mult=0.25)  # another config's table: refused as for latency
+    with pytest.raises(LatencyModelError, match=r"a latency table of another config"):
+        fit_table(table(ARCHS, known_latency, model=other, energy=known_energy), SPEC, RES, 1, target="energy_mj")
 
 
 def test_transfer_refits_on_a_few_codes_of_a_second_table():

@@ -12,7 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from encoding import DOCUMENTED, RELEASED, NetSpec, costs, format_code
-from search.budget import BudgetError, CostModel, check_reachable, objective_costs, parse_budget, parse_budgets
+from search.budget import (
+    BudgetError,
+    CostModel,
+    budget_tables,
+    check_reachable,
+    objective_costs,
+    parse_budget,
+    parse_budgets,
+)
 from search.engine import Search, hypervolume, nondominated, rng_scope
 from search.genome import N_VAR, Genome
 from search.operators import BudgetRepair, ResampleMutation, UniformCrossover
@@ -187,19 +195,38 @@ def test_budget_texts():
                                                                        ("latency_ms", 5.0, "t.json")]
     assert b.met({"macs": np.array([2e9, 3e9, 2e9]), "latency_ms": np.array([4.0, 4.0, 6.0])}).tolist() == [
         True, False, False]
+    e = parse_budget("energy_mj=12.5@t.json, latency_ms=5@t.json")
+    assert [(lim.cost, lim.limit, lim.table) for lim in e.limits] == [("energy_mj", 12.5, "t.json"),
+                                                                       ("latency_ms", 5.0, "t.json")]
+    assert e.met({"energy_mj": np.array([12.5, 13.0]), "latency_ms": np.array([1.0, 1.0])}).tolist() == [True, False]
+    assert str(e.limits[0]) == "energy_mj<=12.5@t.json"
+
+
+def test_energy_and_latency_budgets_each_name_one_table():
+    budgets = parse_budgets(["energy_mj=3@e.json", "latency_ms=5@l.json,macs=1e9", "energy_mj=2@e.json"])
+    assert budget_tables(budgets) == {"energy_mj": "e.json", "latency_ms": "l.json"}
+    assert objective_costs(budgets, ["macs"]) == ["energy_mj", "latency_ms", "macs"]
+    with pytest.raises(BudgetError, match=r"energy_mj budgets name several tables \(a.json, b.json\)"):
+        parse_budgets(["energy_mj=3@a.json", "energy_mj=2@b.json"])
+    with pytest.raises(BudgetError, match=r"energy_mj as an objective needs a latency table: give --budget "
+                                          r"energy_mj=X@TABLE.json"):
+        objective_costs([], ["macs", "energy_mj"])  # search.costs without a budget naming the table
 
 
 @pytest.mark.parametrize("text, message", [
-    ("flops=1e9", "unknown cost 'flops'; known: macs, params, latency_ms"),
+    ("flops=1e9", "unknown cost 'flops'; known: macs, params, latency_ms, energy_mj"),
     ("macs", "is not of the form cost=limit"),
     ("macs=-3", "is not a positive number"),
     ("macs=abc", "is not a positive number"),
-    ("latency_ms=5", "a latency budget names its latency table"),
-    ("params=5@t.json", "only latency_ms takes a table"),
+    ("latency_ms=5", "latency_ms budgets name their latency table"),
+    ("energy_mj=5", "energy_mj budgets name their latency table (from python -m evaluate latency), e.g. "
+                    "energy_mj=5@latency.json"),
+    ("params=5@t.json", "only latency_ms and energy_mj take a table"),
+    ("energy_mj=0@t.json", "is not a positive number"),
     ("macs=1e9,macs=2e9", "limits one cost twice"),
 ])
 def test_bad_budgets_are_named(text, message):
-    with pytest.raises(BudgetError, match=message.replace("(", r"\(")):
+    with pytest.raises(BudgetError, match=re.escape(message)):
         parse_budget(text)
 
 

@@ -52,7 +52,9 @@ def test_the_demo_data_and_train_sections_read_once_equal_the_config():
     ("data.resolution=0", "data.resolution must be an integer >= 1, got 0"),
     ("data.crop_scale=[1.0,0.08]", "data.crop_scale must be a pair [low, high] of numbers, got [1.0, 0.08]"),
     ("data.mean=0.5", "data.mean must be a list of numbers (one per channel) or null, got 0.5"),
-    ("data.num_workers=-1", "data.num_workers must be an integer >= 0, got -1"),
+    ("data.num_workers=-1", "data.num_workers must be an integer >= 0 or auto, got -1"),
+    ("data.num_workers=many", "data.num_workers must be an integer >= 0 or auto, got 'many'"),
+    ("data.jpeg_draft=1", "data.jpeg_draft must be true or false, got 1"),
     ("data.image_dir=/x", "data.image_dir is set but data.name is fashion_mnist"),
 ])
 def test_a_bad_data_key_or_value_is_refused_naming_it(override, message):
@@ -105,8 +107,8 @@ def test_the_pool_tops_old_pool_key_is_refused_with_the_new_name():
 
 
 def test_the_search_and_proxy_sections_refuse_an_unknown_or_missing_key():
-    from evaluate.proxy_run import proxy_settings
     from search.settings import SearchSettings
+    from supernet.proxy_settings import proxy_settings
 
     cfg = resolve(DEMO, overrides=["search.out=x"])
     cfg["search"]["populaton"] = 8

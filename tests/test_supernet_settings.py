@@ -44,7 +44,8 @@ def test_settings_cannot_be_changed_after_reading():
     ("supernet.epochs=0", "supernet.epochs must be an integer >= 1 or null, got 0"),
     ("supernet.init=imagenet", "supernet.init must be 'random', 'official' or 'supernet', got 'imagenet'"),
     ("supernet.init=official", "supernet.init=official needs supernet.pretrained"),
-    ("supernet.loss.rank.cost=flops", "supernet.loss.rank.cost must be macs or params, got 'flops'"),
+    ("supernet.loss.rank.cost=flops", r"supernet.loss.rank.cost must be macs or params, a proxy computed per sampled "
+                                      r"code \(zen, synflow, naswot, gradnorm\) or FIELD@RESULTS .*got 'flops'"),
 ])
 def test_bad_values_are_refused_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

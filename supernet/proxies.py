@@ -1,4 +1,6 @@
-"""Training-free (zero-cost) proxies of a subnet's accuracy, computed at seeded random initialisation.
+"""Training-free (zero-cost) proxies of a subnet's accuracy, computed at seeded random initialisation
+(`python -m evaluate proxies` scores an architecture list with them; the supernet's rank loss can take one
+as its prior, supernet.proxy_prior).
 
 Each proxy is the paper's definition applied to a plain Paddle network (`supernet.static.StaticResNet`,
 or any `nn.Layer` for the functions below); every choice a paper leaves open is listed in docs/proxies.md.
@@ -29,7 +31,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from .proxy_run import INITS, PROXIES, ProxyError
+from .proxy_settings import INITS, PROXIES, ProxyError
 
 # --- initialisation and inputs --------------------------------------------------------------
 
@@ -232,7 +234,7 @@ def one_repeat(name, model, spec, settings, repeat):
 
 def score_arch(arch, spec, settings):
     """{proxy: value averaged over the repeats} and {proxy: seconds} for one code (Arch) under `spec`."""
-    from supernet.static import build_static
+    from .static import build_static
 
     values, seconds, models = {}, {}, {}
     for name in settings.names:
