@@ -41,17 +41,14 @@ class RankCheck:
 
     def run(self, model):
         """{'kendall_tau', 'pearson', 'archs', 'mean_top1', 'seconds'} (tau/pearson None if undefined)."""
-        import paddle
+        from runtime.device import gather_from_all
 
         t0 = time.perf_counter()
         active = model.active_arch
         oracle = self.make(model)
         mine = {e.id: oracle.score_one(e.code)["top1"] for e in self.entries[self.rank::self.world]}
         model.set_active(active)
-        if self.world > 1:
-            parts = []
-            paddle.distributed.all_gather_object(parts, mine)
-            mine = {k: v for part in parts for k, v in part.items()}
+        mine = {k: v for part in gather_from_all(mine) for k, v in part.items()}
         pred = [mine[e.id] for e in self.entries]
         truth = [float(e.acc) for e in self.entries]
         tau, pearson, note = _rank_metrics(pred, truth)

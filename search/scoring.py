@@ -42,12 +42,11 @@ class Scorer:
 
     def __call__(self, codes, phase="generation"):
         from evaluate.results_store import rank_share
+        from runtime.device import gather_from_all
 
         missing = self.cache.missing(self.digest, codes)
         mine = rank_share(missing, self.rank, self.world)
         if self.oracle is None and self.world > 1:  # its images are decoded once over the ranks: all build it
-            from runtime.device import gather_from_all
-
             if any(gather_from_all(bool(mine))):
                 self._oracle()
         got = {}
@@ -57,12 +56,7 @@ class Scorer:
                   if self.ledger else contextlib.nullcontext()):
                 got = {c: {k: float(r[k]) for k in ("top1", "top5", "loss")} for c, r in zip(mine, oracle.score(mine),
                                                                                           strict=True)}
-        if self.world > 1:
-            import paddle.distributed as dist
-
-            parts = []
-            dist.all_gather_object(parts, got)
-            got = {k: v for part in parts for k, v in part.items()}
+        got = {k: v for part in gather_from_all(got) for k, v in part.items()}
         for code in missing:
             self.cache.put(self.digest, code, got[code])
         self.calls += len(mine)

@@ -32,6 +32,8 @@ class ProxyPrior:
     def update(self, archs):
         """Score the codes of `archs` (Arch) that have no score yet; every rank calls it with the same
         `archs` (the sampler draws the same paths on all). Returns how many codes were new."""
+        from runtime.device import gather_from_all
+
         new, seen = [], set(self.table) | set(self.undefined)
         for arch in archs:
             code = arch.code()
@@ -42,13 +44,7 @@ class ProxyPrior:
         if not new:
             return 0
         t0 = time.perf_counter()
-        parts = [self._score(new[self.rank::self.world])]
-        if self.world > 1:
-            import paddle.distributed as dist
-
-            mine, parts = parts[0], []
-            dist.all_gather_object(parts, mine)
-        for part in parts:
+        for part in gather_from_all(self._score(new[self.rank::self.world])):
             for code, (value, why) in part.items():
                 if why is None:
                     self.table[code] = value

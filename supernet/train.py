@@ -357,10 +357,7 @@ class Trainer:
         from runtime.checkpoint import prune_checkpoints, save_checkpoint, training_state
 
         fingerprint = self._fingerprint()
-        every = [fingerprint]
-        if self.world > 1:
-            every = []
-            self.paddle.distributed.all_gather_object(every, fingerprint)
+        every = self.runtime.gather_from_all(fingerprint)
         check_fingerprints(every, global_step, self.last_checkpoint)
         path = self._ckpt_path(global_step)
         if self.main:
